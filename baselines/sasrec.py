@@ -1,0 +1,188 @@
+"""SASRec: causal self-attention over the item sequence.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+Architecture as in the paper and its reference code: item embeddings scaled
+by sqrt(d) plus learned absolute positions, embedding dropout, ``n_blocks``
+pre-norm blocks (layer-normalised queries, residual attention, point-wise
+two-layer feed-forward), a final layer norm, and scores by inner product with
+the shared item embedding table.
+
+Two losses:
+- ``bce``: binary cross-entropy with one uniformly sampled negative per
+  position (the paper; negatives avoid the user's own items);
+- ``ce``: full-softmax cross-entropy over the catalogue at every position,
+  which Klenitskiy & Vasilev (RecSys 2023, "Turning Dross Into Gold Loss")
+  showed to be much stronger.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import DrbenchError
+from bench.models import NeuralRecommender, register_model
+from datasets.sequences import Sequences
+
+LOSSES = ("bce", "ce")
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 50
+    hidden_size: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    loss: str = "ce"
+
+    def validate(self):
+        if self.max_len < 1:
+            raise DrbenchError(f"sasrec max_len must be >= 1, got {self.max_len}")
+        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
+            raise DrbenchError("sasrec hidden_size, n_blocks and n_heads must be >= 1")
+        if self.hidden_size % self.n_heads:
+            raise DrbenchError(f"sasrec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DrbenchError(f"sasrec dropout must be in [0, 1), got {self.dropout}")
+        if self.loss not in LOSSES:
+            raise DrbenchError(f"sasrec loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # queries, keys: [B, L, d]; allowed: [B, 1, L, L] bool, True where attention may look
+        batch, length, hidden = queries.shape
+        q = F.linear(queries, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
+        k, v = F.linear(keys, self.qkv.weight[hidden:], self.qkv.bias[hidden:]).chunk(2, dim=-1)
+        split = lambda x: x.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(
+            split(q), split(k), split(v), attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, h, L, d/h]
+        return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block as in the SASRec reference code: LN on queries, residual attention, LN, FFN."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.attention = SelfAttention(hidden, heads, dropout)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Dropout(dropout)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        queries = self.attention_norm(x)
+        x = queries + self.dropout(self.attention(queries, x, allowed))
+        x = self.ffn_norm(x)
+        x = x + self.ffn(x)
+        return x * keep  # padding positions stay zero
+
+
+class SequenceEncoder(nn.Module):
+    """Item + position embeddings followed by self-attention blocks; causal or bidirectional."""
+
+    def __init__(self, n_tokens: int, max_len: int, hidden: int, blocks: int, heads: int, dropout: float, causal: bool):
+        super().__init__()
+        self.item_embedding = nn.Embedding(n_tokens, hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, hidden)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(hidden, heads, dropout) for _ in range(blocks))
+        self.final_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.causal = causal
+        self.max_len = max_len
+        nn.init.normal_(self.item_embedding.weight, std=hidden ** -0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens: [B, L] left-padded, L <= max_len  ->  hidden states [B, L, d]
+        length = tokens.shape[1]
+        keep = (tokens > 0).unsqueeze(-1).float()  # [B, L, 1]
+        positions = torch.arange(self.max_len - length, self.max_len, device=tokens.device)
+        x = self.item_embedding(tokens) * math.sqrt(self.item_embedding.embedding_dim) + self.position_embedding(positions)
+        x = self.embedding_dropout(x) * keep
+        allowed = (tokens > 0)[:, None, None, :]  # [B, 1, 1, L] keys that are real items
+        if self.causal:
+            allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        # Each position may always attend to itself, so padded rows never see an all-masked softmax.
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=tokens.device)
+        for block in self.blocks:
+            x = block(x, allowed, keep)
+        return self.final_norm(x)
+
+
+def last_window(train: Sequences, width: int) -> np.ndarray:
+    """[U, width] int64 matrix of each row's last ``width`` items, left-padded with 0."""
+    out = np.zeros((len(train), width), dtype=np.int64)
+    for u in range(len(train)):
+        tail = train[u][-width:]
+        if len(tail):
+            out[u, width - len(tail):] = tail
+    return out
+
+
+@register_model("sasrec", SASRecConfig)
+class SASRec(NeuralRecommender):
+    def __init__(self, config: SASRecConfig, n_items: int):
+        super().__init__(config, n_items)
+        self.encoder = SequenceEncoder(
+            n_items + 1, config.max_len, config.hidden_size, config.n_blocks, config.n_heads, config.dropout, causal=True
+        )
+
+    def training_batches(self, train: Sequences, batch_size: int, rng):
+        # Each user contributes its last max_len + 1 training items: inputs are
+        # all but the last, targets all but the first (next item at every position).
+        window = last_window(train, self.config.max_len + 1)
+        window = window[(window > 0).sum(1) >= 2]
+        order = rng.permutation(len(window))
+        for start in range(0, len(order), batch_size):
+            rows = window[order[start : start + batch_size]]
+            yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        inputs, targets = batch["inputs"], batch["targets"]
+        states = self.encoder(inputs)  # [B, L, d]
+        mask = targets > 0
+        states, positives = states[mask], targets[mask]  # [N, d], [N]
+        items = self.encoder.item_embedding.weight  # [n_items + 1, d]
+        if self.config.loss == "ce":
+            logits = states @ items.T  # [N, n_items + 1]
+            logits[:, 0] = -torch.inf
+            return F.cross_entropy(logits, positives)
+        negatives = self._sample_negatives(inputs, targets)[mask]  # [N]
+        positive_logits = (states * items[positives]).sum(-1)
+        negative_logits = (states * items[negatives]).sum(-1)
+        return F.binary_cross_entropy_with_logits(positive_logits, torch.ones_like(positive_logits)) + \
+            F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+
+    def _sample_negatives(self, inputs: torch.Tensor, targets: torch.Tensor, rounds: int = 5) -> torch.Tensor:
+        """One uniform negative per position, redrawn while it hits the user's own items."""
+        seen = torch.cat([inputs, targets[:, -1:]], dim=1)  # [B, L + 1]
+        negatives = torch.randint(1, self.n_items + 1, targets.shape, device=targets.device)
+        for _ in range(rounds):
+            clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)
+            if not clash.any():
+                break
+            negatives = torch.where(clash, torch.randint_like(negatives, 1, self.n_items + 1), negatives)
+        return negatives
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(histories[:, -self.config.max_len:])
+        return states[:, -1] @ self.encoder.item_embedding.weight.T  # [B, n_items + 1]

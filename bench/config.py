@@ -1,0 +1,277 @@
+"""Configuration: plain dataclasses with their defaults, and the suite file format.
+
+Every knob has exactly one default, here or in the model's own config
+dataclass. Suite YAML files are checked key by key: an unknown key, a
+duplicate key or a value of the wrong type is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import DrbenchError
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+@dataclass
+class ProtocolConfig:
+    """How data is split and how rankings are judged; shared by every model of a suite."""
+
+    split: str = "loo"  # "loo" (leave-one-out) or "temporal" (global temporal, DiffSASRec)
+    temporal_quantile: float = 0.95
+    ks: tuple[int, ...] = (5, 10, 20)
+    # False, as in the DiffuRec, TIGER and RecBole sequential protocols: the
+    # next item may be one the user already consumed (see README).
+    exclude_history: bool = False
+    monitor: str = "ndcg@10"  # validation metric for early stopping and model selection
+    eval_batch_size: int = 256
+    min_rating: float | None = None  # preprocessing: keep ratings >= this (None keeps all)
+    core: int = 0  # preprocessing: iterative k-core filter (0 = off)
+
+    def validate(self) -> None:
+        from bench.splits import SPLITS
+
+        if self.split not in SPLITS:
+            raise DrbenchError(f"protocol.split must be one of {', '.join(SPLITS)}, got '{self.split}'")
+        if not 0.0 < self.temporal_quantile < 1.0:
+            raise DrbenchError(f"protocol.temporal_quantile must be in (0, 1), got {self.temporal_quantile}")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise DrbenchError(f"protocol.ks must be positive cut-offs, got {list(self.ks)}")
+        metric, _, k = self.monitor.partition("@")
+        if metric not in ("ndcg", "hr", "mrr") or not k.isdigit() or int(k) not in self.ks:
+            raise DrbenchError(f"protocol.monitor must be ndcg@K, hr@K or mrr@K with K in protocol.ks, got '{self.monitor}'")
+        if self.eval_batch_size < 1:
+            raise DrbenchError(f"protocol.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.core < 0:
+            raise DrbenchError(f"protocol.core must be >= 0, got {self.core}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and early stopping, shared by every neural model."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    eval_every: int = 1  # validate every N epochs
+    patience: int = 10  # validation rounds without improvement before stopping
+    max_minutes: float | None = None  # wall-clock budget for training (None = no limit)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise DrbenchError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise DrbenchError(f"training.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise DrbenchError(f"training.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience < 0:
+            raise DrbenchError(f"training.patience must be >= 0, got {self.patience}")
+
+
+@dataclass
+class ResourcesConfig:
+    """Ray resources of one trial."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.5  # used only when the Ray cluster has GPUs
+    max_concurrent_trials: int = 0  # 0 = as many as resources allow
+
+    def validate(self) -> None:
+        if self.cpus_per_trial <= 0:
+            raise DrbenchError(f"resources.cpus_per_trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise DrbenchError(f"resources.gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (tuple, list):
+        (item_type, *_rest) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item_type) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def build_config(cls, values: dict | None, where: str):
+    """Instantiate dataclass ``cls`` from a mapping, naming any bad key or value."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise DrbenchError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(fields))}")
+    for name, value in values.items():
+        if not _type_ok(value, hints[name]):
+            raise DrbenchError(
+                f"{where}.{name} must be of type {_type_name(hints[name])}, got {value!r} ({type(value).__name__})"
+            )
+        if isinstance(value, list):
+            values[name] = tuple(value)
+        elif hints[name] is float and isinstance(value, int):
+            values[name] = float(value)
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise DrbenchError(f"duplicate key '{key}' in {node.start_mark.name}, line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.load(handle, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        raise DrbenchError(f"suite file {path} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise DrbenchError(f"suite file {path} must contain a mapping at the top level")
+    return loaded
+
+
+@dataclass
+class ModelSpec:
+    """One model entry of a suite: a registered model with its hyperparameters."""
+
+    label: str  # the name shown in tables, e.g. "sasrec-ce"
+    model: str  # registry name, e.g. "sasrec"
+    params: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # dataset name -> {"params": {...}, "training": {...}}
+
+    def for_dataset(self, dataset: str) -> tuple[dict, dict]:
+        override = self.overrides.get(dataset, {})
+        return {**self.params, **override.get("params", {})}, {**self.training, **override.get("training", {})}
+
+
+@dataclass
+class SuiteConfig:
+    name: str
+    datasets: list[str]
+    seeds: list[int]
+    models: list[ModelSpec]
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    training: dict = field(default_factory=dict)  # suite-wide TrainConfig values
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    description: str = ""
+    source: str = ""  # the file it was read from
+
+
+SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources"}
+MODEL_KEYS = {"model", "params", "training", "overrides"}
+
+
+def _require_list(value, where: str, item_type: type) -> list:
+    if not isinstance(value, list) or not value or not all(_type_ok(v, item_type) for v in value):
+        raise DrbenchError(f"{where} must be a non-empty list of {item_type.__name__}, got {value!r}")
+    return value
+
+
+def suite_path(name_or_file: str) -> Path:
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise DrbenchError(f"suite file {path} does not exist")
+        return path
+    candidate = SUITES_DIR / f"{name_or_file}.yaml"
+    if not candidate.is_file():
+        available = sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+        raise DrbenchError(f"unknown suite '{name_or_file}'; available suites: {', '.join(available)} (or pass a .yaml file)")
+    return candidate
+
+
+def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
+    from bench.models import model_entry
+
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise DrbenchError(f"unknown key(s) {', '.join(unknown)} in suite {source}; valid keys: {', '.join(sorted(SUITE_KEYS))}")
+    for required in ("name", "datasets", "models"):
+        if required not in raw:
+            raise DrbenchError(f"suite {source} is missing the required key '{required}'")
+    datasets = _require_list(raw["datasets"], "datasets", str)
+    seeds = _require_list(raw.get("seeds", [0]), "seeds", int)
+    if not isinstance(raw["models"], dict) or not raw["models"]:
+        raise DrbenchError(f"models in suite {source} must be a mapping of label -> {{model: NAME, params: {{...}}}}")
+    training = dict(raw.get("training") or {})
+    build_config(TrainConfig, training, "training")
+    models = []
+    for label, entry in raw["models"].items():
+        entry = entry or {}
+        if not isinstance(entry, dict):
+            raise DrbenchError(f"models.{label} must be a mapping with at least 'model: NAME'")
+        bad = sorted(set(entry) - MODEL_KEYS)
+        if bad:
+            raise DrbenchError(f"unknown key(s) {', '.join(bad)} in models.{label}; valid keys: {', '.join(sorted(MODEL_KEYS))}")
+        spec = ModelSpec(
+            label=str(label),
+            model=entry.get("model", str(label)),
+            params=dict(entry.get("params") or {}),
+            training=dict(entry.get("training") or {}),
+            overrides=dict(entry.get("overrides") or {}),
+        )
+        config_class = model_entry(spec.model).config_class
+        for dataset in [None, *spec.overrides]:
+            where = f"models.{label}" + (f".overrides.{dataset}" if dataset else "")
+            if dataset is not None:
+                override = spec.overrides[dataset]
+                if not isinstance(override, dict) or set(override) - {"params", "training"}:
+                    raise DrbenchError(f"{where} may only contain 'params' and 'training'")
+            params, model_training = spec.for_dataset(dataset) if dataset else (spec.params, spec.training)
+            build_config(config_class, params, f"{where}.params")
+            build_config(TrainConfig, {**training, **model_training}, f"{where}.training")
+        models.append(spec)
+    return SuiteConfig(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        datasets=datasets,
+        seeds=seeds,
+        models=models,
+        protocol=build_config(ProtocolConfig, raw.get("protocol"), "protocol"),
+        training=training,
+        resources=build_config(ResourcesConfig, raw.get("resources"), "resources"),
+        source=source,
+    )
+
+
+def load_suite(name_or_file: str) -> SuiteConfig:
+    path = suite_path(name_or_file)
+    return parse_suite(load_yaml(path), source=str(path.name if path.parent == SUITES_DIR else path))

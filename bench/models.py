@@ -1,0 +1,132 @@
+"""The interface every recommender implements, and the registry of them by name.
+
+A model file in ``baselines/`` or ``diffusion/`` defines a config dataclass
+(its hyperparameters and their defaults, in one place) and a class, and
+registers both with ``@register_model("name", ConfigClass)``. The protocol
+only ever calls ``fit``, ``score`` and ``num_parameters``.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.errors import DrbenchError
+from datasets.sequences import Sequences
+
+MODEL_PACKAGES = ("baselines", "diffusion")
+
+
+@dataclass
+class FitSummary:
+    epochs_run: int = 0
+    best_epoch: int = 0
+    train_time_s: float = 0.0
+    epoch_time_s: float = 0.0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)  # one entry per validation round
+
+
+class Recommender(abc.ABC):
+    """Scores the whole catalogue for a batch of users given their histories."""
+
+    def __init__(self, config, n_items: int):
+        self.config = config
+        self.n_items = n_items
+
+    @abc.abstractmethod
+    def fit(self, train: Sequences, trainer, validate: Callable[["Recommender"], dict]) -> FitSummary:
+        """Learn from training sequences; ``validate`` returns validation metrics only."""
+
+    @abc.abstractmethod
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """histories: [B, L] int64, left-padded with 0, most recent item last.
+
+        Returns [B, n_items + 1] scores, column = item id (column 0 is ignored).
+        """
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+
+class NeuralRecommender(nn.Module, Recommender):
+    """A torch model trained by ``bench.trainer.Trainer`` through ``loss``."""
+
+    def __init__(self, config, n_items: int):
+        nn.Module.__init__(self)
+        Recommender.__init__(self, config, n_items)
+
+    @abc.abstractmethod
+    def training_batches(self, train: Sequences, batch_size: int, rng) -> "Iterable[dict]":
+        """One epoch of training batches (dicts of tensors on CPU)."""
+
+    @abc.abstractmethod
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Scalar training loss of one batch (already on the model's device)."""
+
+    def fit(self, train, trainer, validate):
+        return trainer.fit(self, train, validate)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config_class: type
+    model_class: type
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_discovered = False
+
+
+def register_model(name: str, config_class: type):
+    def decorate(model_class):
+        if name in _REGISTRY and _REGISTRY[name].model_class is not model_class:
+            raise RuntimeError(f"model name '{name}' registered twice")
+        _REGISTRY[name] = ModelEntry(name, config_class, model_class)
+        return model_class
+
+    return decorate
+
+
+def _discover() -> None:
+    """Import every module of the model packages so that they register themselves."""
+    global _discovered
+    if _discovered:
+        return
+    for package_name in MODEL_PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{module.name}")
+    _discovered = True
+
+
+def model_names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    _discover()
+    if name not in _REGISTRY:
+        raise DrbenchError(f"unknown model '{name}'; registered models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, config, n_items: int) -> Recommender:
+    return model_entry(name).model_class(config, n_items)

@@ -1,0 +1,84 @@
+"""Summary tables rendered from ``trials.csv`` rows (never from live models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+ACCURACY_COLUMNS = ["test_ndcg@10", "test_hr@10", "test_mrr@10", "test_ndcg@20", "test_hr@20", "test_coverage@10"]
+COST_COLUMNS = {"num_parameters": "params", "epoch_time_s": "s/epoch", "train_time_s": "train s", "latency_p50_ms": "ms/user (p50)", "users_per_s": "users/s"}
+
+
+METRIC_LABELS = {"ndcg": "NDCG", "hr": "HR", "mrr": "MRR", "coverage": "Cov"}
+
+
+def _header(column: str) -> str:
+    metric, _, k = column.removeprefix("test_").partition("@")
+    return f"{METRIC_LABELS[metric]}@{k}"
+
+
+def _mean_std(values: pd.Series, digits: int = 4) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def _cost(value: float, column: str) -> str:
+    if pd.isna(value):
+        return "–"
+    if column == "num_parameters":
+        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{int(value):,}"
+    if column == "users_per_s":
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def dataset_table(frame: pd.DataFrame) -> list[list[str]]:
+    """Rows of one dataset's table: mean ± std over seeds, best mean in bold."""
+    ok = frame[frame["status"] == "ok"]
+    columns = [c for c in ACCURACY_COLUMNS if c in ok.columns]
+    grouped = ok.groupby("model", sort=False)
+    means = grouped[columns].mean()
+    best = {c: means[c].max() for c in columns}
+    rows = []
+    for model, group in grouped:
+        row = [model, str(len(group))]
+        for column in columns:
+            cell = _mean_std(group[column])
+            row.append(f"**{cell}**" if np.isclose(means.loc[model, column], best[column]) and len(means) > 1 else cell)
+        row += [_cost(group[c].mean(), c) if c in group else "–" for c in COST_COLUMNS]
+        rows.append(row)
+    failed = frame[frame["status"] != "ok"]
+    for _, trial in failed.iterrows():
+        rows.append([f"{trial['model']} (seed {trial['seed']}: failed)", "0"] + ["–"] * (len(columns) + len(COST_COLUMNS)))
+    return rows
+
+
+def results_markdown(frame: pd.DataFrame, title: str = "Results") -> str:
+    if frame.empty:
+        return f"# {title}\n\nNo finished trials yet.\n"
+    lines = [f"# {title}", ""]
+    for dataset, group in frame.groupby("dataset", sort=False):
+        ok = group[group["status"] == "ok"]
+        columns = [c for c in ACCURACY_COLUMNS if c in ok.columns]
+        headers = ["model", "seeds", *[_header(c) for c in columns], *COST_COLUMNS.values()]
+        protocol = ""
+        if not ok.empty:
+            first = ok.iloc[0]
+            protocol = (
+                f" — split `{first['split']}` ({first['split_fingerprint']}), {first['ranking']} ranking over "
+                f"{int(first['n_items']):,} items, {int(first['n_test_users']):,} test users, "
+                f"history {'excluded' if first['exclude_history'] else 'not excluded'}"
+            )
+        lines += [f"## {dataset}{protocol}", "", tabulate(dataset_table(group), headers=headers, tablefmt="github"), ""]
+    lines.append("Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean in bold.")
+    return "\n".join(lines) + "\n"
+
+
+def terminal_table(frame: pd.DataFrame) -> str:
+    """The same tables, for the console."""
+    return results_markdown(frame, title="Results").replace("**", "")

@@ -1,0 +1,111 @@
+"""One trial: train one model on one split with one seed, then test it.
+
+This module is Ray-agnostic: ``run_trial`` takes a plain spec and a split
+and returns a flat record plus per-user arrays. The Ray Tune driver wraps it;
+tests and benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.config import ProtocolConfig, TrainConfig, build_config
+from bench.evaluation import evaluate, measure_latency
+from bench.models import build_model, model_entry
+from bench.splits import Split
+from bench.trainer import Trainer
+
+
+def trial_key(dataset: str, label: str, seed: int) -> str:
+    return f"{dataset}__{label}__seed{seed}"
+
+
+def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dict, training: dict, protocol: ProtocolConfig) -> dict:
+    """A JSON-serialisable description of one trial."""
+    return {
+        "key": trial_key(dataset, label, seed),
+        "dataset": dataset,
+        "label": label,
+        "model": model,
+        "seed": seed,
+        "params": params,
+        "training": training,
+        "protocol": asdict(protocol),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Train, select on validation, test once. Returns (record, arrays).
+
+    ``record`` is one row for ``trials.csv`` (its ``history`` entry, the
+    validation curve, is kept in the trial's JSON only); ``arrays`` holds the
+    per-user test ranks (for significance tests and re-computing metrics).
+    """
+    protocol = build_config(ProtocolConfig, spec["protocol"], "protocol")
+    training = build_config(TrainConfig, spec["training"], "training")
+    entry = model_entry(spec["model"])
+    params = build_config(entry.config_class, spec["params"], f"models.{spec['label']}.params")
+    seed_everything(spec["seed"])
+    device = pick_device()
+    model = build_model(spec["model"], params, split.n_items).to(device)
+
+    def validate(candidate) -> dict:
+        result = evaluate(candidate, split.valid, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
+        return result.metrics
+
+    trainer = Trainer(training, protocol.monitor, device, spec["seed"], on_validation)
+    started = time.perf_counter()
+    summary = model.fit(split.train, trainer, validate)
+    fit_seconds = time.perf_counter() - started
+    best_valid = next((h for h in summary.history if h["epoch"] == summary.best_epoch), summary.history[-1] if summary.history else {})
+    test = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
+    latency = measure_latency(model, split.test, device)
+    record = {
+        "key": spec["key"],
+        "dataset": spec["dataset"],
+        "model": spec["label"],
+        "model_type": spec["model"],
+        "seed": spec["seed"],
+        "status": "ok",
+        "error": "",
+        "split": protocol.split,
+        "split_fingerprint": split.fingerprint,
+        "exclude_history": protocol.exclude_history,
+        "ranking": "full",
+        "n_items": split.n_items,
+        "n_test_users": len(split.test),
+        "params": asdict(params),
+        "training": asdict(training),
+        **{k: v for k, v in best_valid.items() if k.startswith("valid_")},
+        **{f"test_{k}": v for k, v in test.metrics.items()},
+        "epochs_run": summary.epochs_run,
+        "best_epoch": summary.best_epoch,
+        "stopped_early": summary.stopped_early,
+        "train_time_s": summary.train_time_s,
+        "fit_time_s": fit_seconds,
+        "epoch_time_s": summary.epoch_time_s,
+        "num_parameters": model.num_parameters(),
+        **latency,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "history": summary.history,
+    }
+    arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
+    return record, arrays

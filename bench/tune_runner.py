@@ -1,0 +1,206 @@
+"""Runs a suite as a grid of Ray Tune trials: one per (dataset, model, seed).
+
+The driver loads each dataset and computes its split once, ships the splits
+to the workers through Ray's object store (``tune.with_parameters``), and
+collects every finished trial into the run directory from a Tune callback.
+The same code runs on a local Ray or on a cluster (``--address``): the
+project is shipped to workers as the Ray ``working_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import ProtocolConfig, SuiteConfig
+from bench.errors import DrbenchError
+from bench.results import RunDir
+from bench.splits import Split, make_split
+from bench.trial import make_trial_spec, run_trial
+from datasets import PreprocessConfig, dataset_stats, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD_FILE, ARRAYS_FILE = "record.json", "arrays.npz"
+
+
+def trial_specs(suite: SuiteConfig) -> list[dict]:
+    specs = []
+    for dataset in suite.datasets:
+        for spec in suite.models:
+            params, training = spec.for_dataset(dataset)
+            for seed in suite.seeds:
+                specs.append(
+                    make_trial_spec(dataset, spec.label, spec.model, seed, params, {**suite.training, **training}, suite.protocol)
+                )
+    return specs
+
+
+def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> dict[str, Split]:
+    """Load every dataset of the suite and split it once; all models share the result."""
+    protocol: ProtocolConfig = suite.protocol
+    preprocess = PreprocessConfig(min_rating=protocol.min_rating, core=protocol.core)
+    splits = {}
+    for name in suite.datasets:
+        started = time.perf_counter()
+        data = load_dataset(name, data_root, preprocess)
+        split = make_split(data, protocol.split, protocol.temporal_quantile)
+        stats = dataset_stats(data)
+        echo(
+            f"dataset {name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions; "
+            f"{protocol.split} split {split.fingerprint}: {len(split.valid):,} valid / {len(split.test):,} test users "
+            f"({time.perf_counter() - started:.1f}s)"
+        )
+        splits[name] = split
+    return splits
+
+
+def _trainable(config: dict, splits: dict[str, Split]) -> None:
+    """Ray Tune function trainable: one trial; never raises for a failure inside the trial."""
+    from ray import tune
+
+    spec = config["spec"]
+
+    def on_validation(record: dict) -> None:
+        tune.report({"epoch": record["epoch"], **{k: v for k, v in record.items() if k.startswith("valid_")}})
+
+    try:
+        record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
+    except Exception as error:  # the trial fails, the suite goes on
+        message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
+        record = {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
+                  "seed": spec["seed"], "status": "failed", "error": message, "traceback": traceback.format_exc()}
+        arrays = {}
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, RECORD_FILE).write_text(json.dumps(record, default=float))
+        if arrays:
+            np.savez_compressed(Path(folder, ARRAYS_FILE), **arrays)
+        tune.report({"done": True, "failed": record["status"] != "ok"}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo=print):
+    from ray import tune
+
+    class CollectResults(tune.Callback):
+        """Writes each finished trial into the run directory and prints progress."""
+
+        def __init__(self):
+            self.finished = already_done
+            self.failed = 0
+            self.started = time.monotonic()
+            self.last_epoch_line: dict[str, float] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "epoch" not in result or result.get("done"):
+                return
+            key = trial.config["spec"]["key"]
+            now = time.monotonic()
+            if now - self.last_epoch_line.get(key, 0.0) >= 15.0:
+                self.last_epoch_line[key] = now
+                echo(f"    {key}: epoch {result['epoch']}, valid {monitor} {result.get(f'valid_{monitor}', float('nan')):.4f}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            checkpoint = trial.checkpoint
+            if checkpoint is None:
+                self._store_failure(trial, "the trial ended without reporting a result")
+                return
+            with checkpoint.as_directory() as folder:
+                record = json.loads(Path(folder, RECORD_FILE).read_text())
+                arrays_path = Path(folder, ARRAYS_FILE)
+                arrays = dict(np.load(arrays_path)) if arrays_path.exists() else None
+            record["run_id"] = run.path.name
+            run.write_trial(record, arrays)
+            self._progress(record)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = trial.get_error() if hasattr(trial, "get_error") else None
+            self._store_failure(trial, f"the trial's worker crashed: {error}" if error else "the trial's worker crashed")
+
+        def _store_failure(self, trial, message: str):
+            spec = trial.config["spec"]
+            record = {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
+                      "seed": spec["seed"], "status": "failed", "error": message, "run_id": run.path.name}
+            run.write_trial(record)
+            self._progress(record)
+
+        def _progress(self, record: dict):
+            self.finished += 1
+            elapsed = time.monotonic() - self.started
+            done_here = self.finished - already_done
+            eta = elapsed / done_here * (total - self.finished) if done_here else 0.0
+            if record["status"] == "ok":
+                outcome = (f"NDCG@10 {record.get('test_ndcg@10', float('nan')):.4f}  HR@10 {record.get('test_hr@10', float('nan')):.4f}  "
+                           f"{record['epochs_run']} epochs, {record['fit_time_s']:.1f}s")
+            else:
+                self.failed += 1
+                outcome = f"FAILED: {record['error']}"
+            echo(f"[{self.finished}/{total}] {record['dataset']} {record['model']} seed={record['seed']}  {outcome}  "
+                 f"(elapsed {_format_seconds(elapsed)}, ETA {_format_seconds(eta)})")
+            run.write_tables()
+
+    return CollectResults()
+
+
+def run_suite(suite: SuiteConfig, run: RunDir, data_root: Path, address: str | None = None, debug: bool = False, echo=print) -> int:
+    """Run every unfinished trial of the suite; returns the number of failed trials."""
+    import ray
+    from ray import tune
+
+    specs = trial_specs(suite)
+    finished = run.finished_keys()
+    pending = [spec for spec in specs if spec["key"] not in finished]
+    if not pending:
+        echo(f"all {len(specs)} trials of {run.path} are already finished; nothing to run.")
+        run.write_tables()
+        return 0
+    if finished:
+        echo(f"resuming {run.path}: {len(finished)} of {len(specs)} trials already finished, {len(pending)} to run")
+    splits = prepare_splits(suite, data_root, echo)
+    ray.init(
+        address=address,
+        runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
+        include_dashboard=False,
+        logging_level=logging.INFO if debug else logging.ERROR,
+        log_to_driver=debug,
+        ignore_reinit_error=True,
+    )
+    try:
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        resources = {"cpu": suite.resources.cpus_per_trial, "gpu": suite.resources.gpus_per_trial if has_gpu else 0}
+        trainable = tune.with_resources(tune.with_parameters(_trainable, splits=splits), resources)
+        echo(f"running {len(pending)} trials on Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs"
+             f"{', GPUs' if has_gpu else ''}; {resources['cpu']:g} CPU{' + %g GPU' % resources['gpu'] if has_gpu else ''} per trial)")
+        attempt = len(list((run.path / "ray").glob("attempt-*"))) + 1 if (run.path / "ray").is_dir() else 1
+        callback = make_callback(run, len(specs), len(finished), suite.protocol.monitor, echo)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search(pending)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=suite.resources.max_concurrent_trials or None,
+                trial_name_creator=lambda trial: trial.config["spec"]["key"],
+                trial_dirname_creator=lambda trial: trial.config["spec"]["key"],
+            ),
+            run_config=tune.RunConfig(
+                name=f"attempt-{attempt}",
+                storage_path=str((run.path / "ray").resolve()),
+                verbose=0,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    frame = run.write_tables()
+    failed = frame[frame["status"] != "ok"] if not frame.empty else frame
+    return len(failed)

@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""drbench command line: run a suite through Ray Tune, list data and models, rebuild reports.
+
+    python run_bench.py --suite smoke
+    python run_bench.py --suite bench/suites/my.yaml --models sasrec --seeds 0 1 2
+    python run_bench.py --suite smoke --resume            # continue the latest smoke run
+    python run_bench.py --list-datasets | --list-models
+    python run_bench.py --report results/smoke/<run-id>   # tables again, from saved trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+from bench.errors import DrbenchError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="drbench: diffusion recommenders vs. strong baselines, one honest protocol.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--suite", help="suite name (bench/suites/NAME.yaml) or a YAML file")
+    action.add_argument("--list-datasets", action="store_true", help="print statistics of every dataset found under the data root")
+    action.add_argument("--list-models", action="store_true", help="print the registered models and their default hyperparameters")
+    action.add_argument("--download", metavar="DATASET", help="download a dataset's official files into the data root (sha256-verified)")
+    action.add_argument("--report", metavar="RUN_DIR", help="rebuild trials.csv and results.md of a finished run without rerunning anything")
+    parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
+    parser.add_argument("--seeds", nargs="+", type=int, help="replace the suite's seeds")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                        help="continue an interrupted run (default: the latest run of the suite); finished trials are kept")
+    parser.add_argument("--address", help="Ray cluster to use, e.g. auto or ray://host:10001 (default: start a local Ray)")
+    parser.add_argument("--data-root", help="folder with the datasets (default: $DRBENCH_DATA, else ../shared/data, else the user cache)")
+    parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where runs are written (default: results/)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and Ray's own logs")
+    return parser.parse_args(argv)
+
+
+def select(suite, args):
+    """Apply --models/--datasets/--seeds to a suite, rejecting names it does not contain."""
+    if args.models:
+        labels = [m.label for m in suite.models]
+        unknown = [m for m in args.models if m not in labels]
+        if unknown:
+            raise DrbenchError(f"--models: {', '.join(unknown)} not in suite '{suite.name}'; its models are: {', '.join(labels)}")
+        suite = replace(suite, models=[m for m in suite.models if m.label in args.models])
+    if args.datasets:
+        from datasets import dataset_names
+
+        for name in args.datasets:
+            if name not in dataset_names() and ":" not in name:
+                raise DrbenchError(f"--datasets: unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}")
+        suite = replace(suite, datasets=list(args.datasets))
+    if args.seeds:
+        suite = replace(suite, seeds=list(args.seeds))
+    return suite
+
+
+def command_suite(args) -> int:
+    from dataclasses import asdict
+
+    from bench.config import load_suite
+    from bench.report import terminal_table
+    from bench.results import RunDir
+    from bench.tune_runner import run_suite, trial_specs
+    from datasets import resolve_data_root
+
+    suite = select(load_suite(args.suite), args)
+    data_root = resolve_data_root(args.data_root)
+    results_root = Path(args.results_dir)
+    if args.resume:
+        run = RunDir.latest(results_root, suite.name) if args.resume == "latest" else RunDir.open(Path(args.resume))
+        suite_specs = {s["key"] for s in trial_specs(suite)}
+        recorded = set(run.metadata().get("trial_keys", []))
+        if recorded and not suite_specs <= recorded:
+            raise DrbenchError(f"--resume: {run.path} was started with other trials; rerun with the same --models/--datasets/--seeds, or start a new run")
+    else:
+        metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "trial_keys": [s["key"] for s in trial_specs(suite)]}
+        run = RunDir.create(results_root, suite.name, metadata)
+    print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
+    failures = run_suite(suite, run, data_root, address=args.address, debug=args.debug)
+    frame = run.trials_frame()
+    print()
+    print(terminal_table(frame))
+    print(f"results: {run.path / 'results.md'} and {run.path / 'trials.csv'}")
+    if failures:
+        failed = frame[frame["status"] != "ok"]
+        print(f"\n{failures} trial(s) failed:", file=sys.stderr)
+        for _, row in failed.iterrows():
+            print(f"  {row['key']}: {row['error']}", file=sys.stderr)
+        print(f"Fix the cause and rerun with --resume {run.path} to retry only the failed trials.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_list_datasets(args) -> int:
+    from tabulate import tabulate
+
+    from datasets import describe_datasets, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    print(f"data root: {root}")
+    rows = describe_datasets(root)
+    headers = ["dataset", "users", "items", "interactions", "mean len", "median len", "density", "timestamps"]
+    table = [[r["name"], f"{r['users']:,}", f"{r['items']:,}", f"{r['interactions']:,}", f"{r['mean_len']:.1f}",
+              f"{r['median_len']:.0f}", f"{r['density']:.4%}", "yes" if r["has_timestamps"] else "no"] for r in rows if "users" in r]
+    print(tabulate(table, headers=headers, tablefmt="simple"))
+    for row in rows:
+        if "users" not in row:
+            print(f"not available: {row['name']}: {row.get('missing', '')}")
+    return 0
+
+
+def command_list_models(args) -> int:
+    from dataclasses import fields
+
+    from bench.models import model_entry, model_names
+
+    for name in model_names():
+        entry = model_entry(name)
+        defaults = ", ".join(f"{f.name}={f.default!r}" for f in fields(entry.config_class))
+        print(f"{name:12s} {defaults or '(no hyperparameters)'}")
+    return 0
+
+
+def command_download(args) -> int:
+    from datasets import download, resolve_data_root
+
+    download(args.download, resolve_data_root(args.data_root))
+    return 0
+
+
+def command_report(args) -> int:
+    from bench.report import terminal_table
+    from bench.results import RunDir
+
+    run = RunDir.open(Path(args.report))
+    print(terminal_table(run.write_tables()))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.suite:
+            return command_suite(args)
+        if args.list_datasets:
+            return command_list_datasets(args)
+        if args.list_models:
+            return command_list_models(args)
+        if args.download:
+            return command_download(args)
+        return command_report(args)
+    except DrbenchError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished trials are saved. Continue with --resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The evaluator: masking, exclusion, batching, divergence, bounded batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import DrbenchError
+from bench.evaluation import TrialDiverged, evaluate, left_padded
+from bench.splits import EvalSet
+from datasets.sequences import Sequences
+
+
+class FixedScores:
+    """Scores item i with i (item n is the best); optionally a huge padding score."""
+
+    def __init__(self, n_items, padding_score=0.0, value=None):
+        self.n_items, self.padding_score, self.value = n_items, padding_score, value
+        self.batch_sizes = []
+
+    def eval(self):
+        return self
+
+    def score(self, histories):
+        self.batch_sizes.append(histories.shape[0])
+        scores = torch.arange(self.n_items + 1, dtype=torch.float32).repeat(histories.shape[0], 1)
+        if self.value is not None:
+            scores[:] = self.value
+        scores[:, 0] = self.padding_score
+        return scores
+
+
+def eval_set(histories, targets):
+    return EvalSet(np.arange(len(targets)), Sequences.from_lists(histories), np.array(targets))
+
+
+def test_ranks_with_and_without_history_exclusion():
+    data = eval_set([[5, 4], [3, 5]], [3, 3])
+    plain = evaluate(FixedScores(5), data, 5, ks=[1, 3])
+    assert plain.ranks.tolist() == [3, 3]
+    excluded = evaluate(FixedScores(5), data, 5, ks=[1, 3], exclude_history=True)
+    # user 0: items 5 and 4 removed -> target 3 is first; user 1: target in history -> miss
+    assert excluded.ranks.tolist() == [1, 6]
+    assert excluded.metrics["hr@1"] == 0.5
+    assert excluded.top_items[0].tolist() == [3, 2, 1]
+
+
+def test_padding_column_is_never_ranked():
+    result = evaluate(FixedScores(5, padding_score=1e9), eval_set([[1]], [5]), 5, ks=[1])
+    assert result.ranks.tolist() == [1]
+    assert 0 not in result.top_items
+
+
+def test_batching_does_not_change_results_and_bounds_batch_size():
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(1, 50, rng.integers(1, 8)).tolist() for _ in range(37)]
+    data = eval_set(histories, rng.integers(1, 50, 37).tolist())
+    model = FixedScores(50)
+    small = evaluate(model, data, 50, ks=[5, 10], exclude_history=True, batch_size=4)
+    assert max(model.batch_sizes) == 4
+    large = evaluate(FixedScores(50), data, 50, ks=[5, 10], exclude_history=True, batch_size=256)
+    np.testing.assert_array_equal(small.ranks, large.ranks)
+    assert small.metrics == large.metrics
+
+
+def test_nan_scores_raise_diverged():
+    with pytest.raises(TrialDiverged, match="NaN"):
+        evaluate(FixedScores(5, value=float("nan")), eval_set([[1]], [2]), 5, ks=[1])
+
+
+def test_k_larger_than_catalogue_is_rejected():
+    with pytest.raises(DrbenchError, match="larger than the catalogue"):
+        evaluate(FixedScores(5), eval_set([[1]], [2]), 5, ks=[10])
+
+
+def test_left_padding_keeps_the_most_recent_item_last():
+    batch = left_padded(Sequences.from_lists([[1, 2, 3], [4]]), np.array([0, 1]))
+    assert batch.tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert left_padded(Sequences.from_lists([[1, 2, 3]]), np.array([0]), max_len=2).tolist() == [[2, 3]]
