@@ -135,7 +135,10 @@ def build_config(cls, values: dict | None, where: str):
     config = cls(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:
-        validate()
+        try:
+            validate()
+        except DrbenchError as error:
+            raise DrbenchError(f"{where}: {error}") from None
     return config
 
 

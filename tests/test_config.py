@@ -1,0 +1,61 @@
+"""Suite files: every bad key or value is named in one readable message."""
+
+import pytest
+
+from bench.config import ProtocolConfig, TrainConfig, build_config, load_suite, parse_suite
+from bench.errors import DrbenchError
+
+BASE = {"name": "t", "datasets": ["synthetic"], "seeds": [0], "models": {"pop": {"model": "pop"}}}
+
+
+def suite(**changes):
+    return parse_suite({**BASE, **changes}, "test.yaml")
+
+
+def test_valid_suite_parses_with_defaults():
+    parsed = suite(models={"s": {"model": "sasrec", "params": {"max_len": 20}, "overrides": {"ml-1m": {"params": {"max_len": 200}}}}})
+    spec = parsed.models[0]
+    assert spec.for_dataset("ml-1m")[0] == {"max_len": 200}
+    assert spec.for_dataset("ml-100k")[0] == {"max_len": 20}
+    assert parsed.protocol == ProtocolConfig()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"modles": {}}, "unknown key.*modles"),
+        ({"models": {"x": {"model": "nope"}}}, "unknown model 'nope'.*sasrec"),
+        ({"models": {"s": {"model": "sasrec", "params": {"hidden": 8}}}}, "unknown key.*hidden.*valid keys.*hidden_size"),
+        ({"models": {"s": {"model": "sasrec", "params": {"max_len": "long"}}}}, "max_len must be of type int"),
+        ({"models": {"s": {"model": "sasrec", "params": {"max_len": 0}}}}, "max_len must be >= 1"),
+        ({"training": {"lr": -0.1}}, "training.lr must be > 0"),
+        ({"protocol": {"ks": [10, 0]}}, "protocol.ks"),
+        ({"protocol": {"split": "random"}}, "protocol.split must be one of"),
+        ({"protocol": {"monitor": "ndcg@50"}}, "protocol.monitor"),
+        ({"seeds": ["a"]}, "seeds must be a non-empty list of int"),
+        ({"models": {"s": {"model": "sasrec", "overrides": {"ml-1m": {"params": {"max_len": -1}}}}}}, "overrides.ml-1m.params.*max_len"),
+    ],
+)
+def test_bad_suites_name_the_problem(changes, message):
+    with pytest.raises(DrbenchError, match=message):
+        suite(**changes)
+
+
+def test_duplicate_yaml_keys_are_rejected(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nname: b\ndatasets: [synthetic]\nmodels: {pop: {model: pop}}\n")
+    with pytest.raises(DrbenchError, match="duplicate key 'name'.*line 2"):
+        load_suite(str(path))
+
+
+def test_unknown_suite_lists_available():
+    with pytest.raises(DrbenchError, match="unknown suite 'nope'.*smoke"):
+        load_suite("nope")
+
+
+def test_int_is_accepted_where_float_is_expected():
+    assert build_config(TrainConfig, {"lr": 1}, "training").lr == 1.0
+
+
+def test_shipped_suites_parse():
+    assert load_suite("smoke").name == "smoke"
