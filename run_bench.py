@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     action.add_argument("--suite", help="suite name (bench/suites/NAME.yaml) or a YAML file")
     action.add_argument("--list-datasets", action="store_true", help="print statistics of every dataset found under the data root")
     action.add_argument("--list-models", action="store_true", help="print the registered models and their default hyperparameters")
-    action.add_argument("--download", metavar="DATASET", help="download a dataset's official files into the data root (sha256-verified)")
+    action.add_argument("--download", metavar="DATASET", help="download a dataset's official files into the data root (checksum-verified)")
     action.add_argument("--report", metavar="RUN_DIR", help="rebuild trials.csv and results.md of a finished run without rerunning anything")
     parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
     parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster to use, e.g. auto or ray://host:10001 (default: start a local Ray)")
     parser.add_argument("--data-root", help="folder with the datasets (default: $DRBENCH_DATA, else ../shared/data, else the user cache)")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where runs are written (default: results/)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="with --download: accept a file for which no published checksum is known (its sha256 is printed)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Ray's own logs")
     return parser.parse_args(argv)
 
@@ -135,7 +137,7 @@ def command_list_models(args) -> int:
 def command_download(args) -> int:
     from datasets import download, resolve_data_root
 
-    download(args.download, resolve_data_root(args.data_root))
+    download(args.download, resolve_data_root(args.data_root), allow_unverified=args.allow_unverified)
     return 0
 
 

@@ -1,0 +1,181 @@
+"""Readers for the raw file formats: each returns one interaction log.
+
+A log is a DataFrame with columns ``user``, ``item`` (strings: original ids),
+``rating`` (float, NaN when the source has none) and, when the source has
+them, ``timestamp`` (int64). Row order is file order, which preprocessing
+uses as the chronological tie-break. Every reader turns a bad file into a
+``DrbenchError`` naming the file, and the line where it can.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import DrbenchError
+
+
+def _open_text(path: Path, encoding: str = "utf-8"):
+    path = Path(path)
+    if not path.is_file():
+        raise DrbenchError(f"data file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DrbenchError(f"data file is empty: {path}")
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+
+
+def _read_table(path: Path, what: str, **read_csv_args) -> pd.DataFrame:
+    try:
+        with _open_text(path, read_csv_args.pop("encoding", "utf-8")) as handle:
+            frame = pd.read_csv(handle, dtype=str, keep_default_na=False, **read_csv_args)
+    except pd.errors.ParserError as error:
+        raise DrbenchError(f"malformed {what} file {path}: {error}") from None
+    except pd.errors.EmptyDataError:
+        raise DrbenchError(f"data file is empty: {path}") from None
+    except UnicodeDecodeError as error:
+        raise DrbenchError(f"{path} is not valid text ({error}); is it the right file?") from None
+    if frame.empty:
+        raise DrbenchError(f"data file has no interactions: {path}")
+    return frame
+
+
+def _integer_column(frame: pd.DataFrame, column: str, path: Path, first_line: int, what: str) -> np.ndarray:
+    """``frame[column]`` as int64; a bad value is reported with its line number."""
+    values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DrbenchError(
+            f"malformed line {path}:{row + first_line}: {what} must be an integer, got '{frame[column].iloc[row]}'"
+        )
+    return values.to_numpy(dtype=np.int64)
+
+
+def _float_column(frame: pd.DataFrame, column: str, path: Path, first_line: int, what: str) -> np.ndarray:
+    text = frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna() & (text != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DrbenchError(f"malformed line {path}:{row + first_line}: {what} must be a number, got '{text.iloc[row]}'")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _check_complete(frame: pd.DataFrame, columns: list[str], path: Path, first_line: int, layout: str) -> None:
+    missing = (frame[columns] == "").any(axis=1).to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DrbenchError(f"malformed line {path}:{row + first_line}: expected {layout}")
+
+
+def read_movielens_100k(path: Path) -> pd.DataFrame:
+    """``u.data``: ``user \\t item \\t rating \\t timestamp``, no header."""
+    names = ["user", "item", "rating", "timestamp"]
+    frame = _read_table(path, "MovieLens u.data", sep="\t", header=None, names=names)
+    _check_complete(frame, names, path, 1, "4 tab-separated fields: user item rating timestamp")
+    return pd.DataFrame({
+        "user": frame["user"].str.strip(),
+        "item": frame["item"].str.strip(),
+        "rating": _float_column(frame, "rating", path, 1, "rating"),
+        "timestamp": _integer_column(frame, "timestamp", path, 1, "timestamp"),
+    })
+
+
+def read_movielens_dat(path: Path) -> pd.DataFrame:
+    """``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``, no header."""
+    # Splitting on ':' keeps pandas' fast C parser; '::' leaves empty fields between values.
+    names = ["user", "_a", "item", "_b", "rating", "_c", "timestamp"]
+    frame = _read_table(path, "MovieLens ratings.dat", sep=":", header=None, names=names)
+    fields = ["user", "item", "rating", "timestamp"]
+    _check_complete(frame, fields, path, 1, "UserID::MovieID::Rating::Timestamp")
+    return pd.DataFrame({
+        "user": frame["user"].str.strip(),
+        "item": frame["item"].str.strip(),
+        "rating": _float_column(frame, "rating", path, 1, "rating"),
+        "timestamp": _integer_column(frame, "timestamp", path, 1, "timestamp"),
+    })
+
+
+def read_interaction_csv(path: Path, user_col: str = "user_id", item_col: str = "item_id",
+                         time_col: str | None = "timestamp", rating_col: str | None = "rating",
+                         sep: str = ",", require_time: bool = False) -> pd.DataFrame:
+    """A CSV log with a header. ``time_col``/``rating_col`` are used when present."""
+    frame = _read_table(path, "interaction CSV", sep=sep)
+    header = list(frame.columns)
+    required = [user_col, item_col] + ([time_col] if require_time and time_col else [])
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DrbenchError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; the file's columns are "
+            f"{', '.join(repr(c) for c in header)}. Name the right ones, e.g. "
+            f"csv:{path}?user=<column>&item=<column>&time=<column>"
+        )
+    _check_complete(frame, [user_col, item_col], path, 2, f"non-empty '{user_col}' and '{item_col}'")
+    log = pd.DataFrame({"user": frame[user_col].str.strip(), "item": frame[item_col].str.strip()})
+    has_rating = rating_col in header and (frame[rating_col].str.strip() != "").any()
+    log["rating"] = _float_column(frame, rating_col, path, 2, rating_col) if has_rating else np.nan
+    if time_col in header:
+        _check_complete(frame, [time_col], path, 2, f"a '{time_col}' value")
+        log["timestamp"] = _integer_column(frame, time_col, path, 2, time_col)
+    return log
+
+
+def read_sequence_file(path: Path) -> pd.DataFrame:
+    """S3-Rec / ICLRec format: ``user item item ...`` per line, chronological, integer ids."""
+    users, items = [], []
+    with _open_text(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            for token in tokens:
+                if not token.isdigit():
+                    raise DrbenchError(
+                        f"malformed line {path}:{line_number}: sequence files hold integer ids "
+                        f"('user item item ...'), got '{token}'"
+                    )
+            if len(tokens) < 2:
+                raise DrbenchError(f"malformed line {path}:{line_number}: user {tokens[0]} has no items")
+            users.extend([tokens[0]] * (len(tokens) - 1))
+            items.extend(tokens[1:])
+    if not users:
+        raise DrbenchError(f"data file has no interactions: {path}")
+    return pd.DataFrame({"user": users, "item": items, "rating": np.nan})
+
+
+def read_amazon_reviews(path: Path) -> pd.DataFrame:
+    """Official Amazon 2014 ``reviews_<Category>_5.json.gz``: one JSON review per line."""
+    users, items, ratings, times = [], [], [], []
+    with _open_text(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                review = json.loads(line)
+                users.append(str(review["reviewerID"]))
+                items.append(str(review["asin"]))
+                ratings.append(float(review.get("overall", np.nan)))
+                times.append(int(review["unixReviewTime"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise DrbenchError(
+                    f"malformed line {path}:{line_number}: expected a JSON review with reviewerID, asin and "
+                    f"unixReviewTime ({type(error).__name__}: {error})"
+                ) from None
+    if not users:
+        raise DrbenchError(f"data file has no interactions: {path}")
+    return pd.DataFrame({"user": users, "item": items, "rating": ratings, "timestamp": np.asarray(times, dtype=np.int64)})
+
+
+READERS = {
+    "movielens-100k": read_movielens_100k,
+    "movielens-dat": read_movielens_dat,
+    "interaction-csv": read_interaction_csv,
+    "sequences": read_sequence_file,
+    "amazon-reviews": read_amazon_reviews,
+}
