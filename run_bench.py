@@ -19,6 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Quiet Ray Tune: drbench prints its own one line per trial; Ray's per-trial
+# log files and console tables add nothing (--debug brings Ray's logs back).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 from bench.errors import DrbenchError  # noqa: E402
 
@@ -74,10 +78,12 @@ def command_suite(args) -> int:
     from bench.report import terminal_table
     from bench.results import RunDir
     from bench.tune_runner import run_suite, trial_specs
-    from datasets import resolve_data_root
+    from datasets import locate_dataset, resolve_data_root
 
     suite = select(load_suite(args.suite), args)
     data_root = resolve_data_root(args.data_root)
+    for name in suite.datasets:  # a missing file is reported before any run folder is made
+        locate_dataset(name, data_root)
     results_root = Path(args.results_dir)
     if args.resume:
         run = RunDir.latest(results_root, suite.name) if args.resume == "latest" else RunDir.open(Path(args.resume))

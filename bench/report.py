@@ -37,8 +37,8 @@ def _cost(value: float, column: str) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def dataset_table(frame: pd.DataFrame) -> list[list[str]]:
-    """Rows of one dataset's table: mean ± std over seeds, best mean in bold."""
+def dataset_table(frame: pd.DataFrame, mark_best=lambda cell: f"**{cell}**") -> list[list[str]]:
+    """Rows of one dataset's table: mean ± std over seeds, best mean marked (bold in Markdown)."""
     ok = frame[frame["status"] == "ok"]
     columns = [c for c in ACCURACY_COLUMNS if c in ok.columns]
     grouped = ok.groupby("model", sort=False)
@@ -49,7 +49,7 @@ def dataset_table(frame: pd.DataFrame) -> list[list[str]]:
         row = [model, str(len(group))]
         for column in columns:
             cell = _mean_std(group[column])
-            row.append(f"**{cell}**" if np.isclose(means.loc[model, column], best[column]) and len(means) > 1 else cell)
+            row.append(mark_best(cell) if np.isclose(means.loc[model, column], best[column]) and len(means) > 1 else cell)
         row += [_cost(group[c].mean(), c) if c in group else "–" for c in COST_COLUMNS]
         rows.append(row)
     failed = frame[frame["status"] != "ok"]
@@ -58,7 +58,7 @@ def dataset_table(frame: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-def results_markdown(frame: pd.DataFrame, title: str = "Results") -> str:
+def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool = False) -> str:
     if frame.empty:
         return f"# {title}\n\nNo finished trials yet.\n"
     lines = [f"# {title}", ""]
@@ -74,11 +74,15 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results") -> str:
                 f"{int(first['n_items']):,} items, {int(first['n_test_users']):,} test users, "
                 f"history {'excluded' if first['exclude_history'] else 'not excluded'}"
             )
-        lines += [f"## {dataset}{protocol}", "", tabulate(dataset_table(group), headers=headers, tablefmt="github"), ""]
-    lines.append("Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean in bold.")
+        rows = dataset_table(group, (lambda cell: f"{cell} *") if terminal else (lambda cell: f"**{cell}**"))
+        table = tabulate(rows, headers=headers, tablefmt="simple" if terminal else "github", disable_numparse=True,
+                         colalign=("left",) + ("right",) * (len(headers) - 1))
+        lines += [f"## {dataset}{protocol}", "", table, ""]
+    best = "marked *" if terminal else "in bold"
+    lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}.")
     return "\n".join(lines) + "\n"
 
 
 def terminal_table(frame: pd.DataFrame) -> str:
     """The same tables, for the console."""
-    return results_markdown(frame, title="Results").replace("**", "")
+    return results_markdown(frame, title="Results", terminal=True)

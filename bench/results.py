@@ -103,6 +103,9 @@ class RunDir:
     def metadata(self) -> dict:
         return json.loads((self.path / RUN_MARKER).read_text(encoding="utf-8"))
 
+    def update_metadata(self, **values) -> None:
+        self.write_json(RUN_MARKER, {**self.metadata(), **values})
+
     def write_json(self, name: str, value) -> None:
         atomic_write(self.path / name, json.dumps(value, indent=2, default=_json_default) + "\n")
 

@@ -9,9 +9,10 @@ project is shipped to workers as the Ray ``working_dir``.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -26,7 +27,7 @@ from bench.trial import make_trial_spec, run_trial
 from datasets import PreprocessConfig, dataset_stats, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORD_FILE, ARRAYS_FILE = "record.json", "arrays.npz"
+RECORD_KEY, ARRAYS_KEY = "trial_record", "trial_arrays"
 
 
 def trial_specs(suite: SuiteConfig) -> list[dict]:
@@ -60,8 +61,23 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> dict[str,
     return splits
 
 
+def _encode_arrays(arrays: dict[str, np.ndarray]) -> str:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _decode_arrays(payload: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(base64.b64decode(payload))) as stored:
+        return dict(stored)
+
+
 def _trainable(config: dict, splits: dict[str, Split]) -> None:
-    """Ray Tune function trainable: one trial; never raises for a failure inside the trial."""
+    """Ray Tune function trainable: one trial; never raises for a failure inside the trial.
+
+    The finished record travels back in the last reported result, through
+    Ray itself, so a cluster needs no shared storage.
+    """
     from ray import tune
 
     spec = config["spec"]
@@ -76,11 +92,8 @@ def _trainable(config: dict, splits: dict[str, Split]) -> None:
         record = {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
                   "seed": spec["seed"], "status": "failed", "error": message, "traceback": traceback.format_exc()}
         arrays = {}
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, RECORD_FILE).write_text(json.dumps(record, default=float))
-        if arrays:
-            np.savez_compressed(Path(folder, ARRAYS_FILE), **arrays)
-        tune.report({"done": True, "failed": record["status"] != "ok"}, checkpoint=tune.Checkpoint.from_directory(folder))
+    tune.report({"finished": True, "failed": record["status"] != "ok",
+                 RECORD_KEY: json.dumps(record, default=float), ARRAYS_KEY: _encode_arrays(arrays) if arrays else ""})
 
 
 def _format_seconds(seconds: float) -> str:
@@ -101,7 +114,7 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
             self.last_epoch_line: dict[str, float] = {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "epoch" not in result or result.get("done"):
+            if "epoch" not in result or result.get("finished"):
                 return
             key = trial.config["spec"]["key"]
             now = time.monotonic()
@@ -110,14 +123,12 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
                 echo(f"    {key}: epoch {result['epoch']}, valid {monitor} {result.get(f'valid_{monitor}', float('nan')):.4f}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            checkpoint = trial.checkpoint
-            if checkpoint is None:
+            result = trial.last_result or {}
+            if RECORD_KEY not in result:
                 self._store_failure(trial, "the trial ended without reporting a result")
                 return
-            with checkpoint.as_directory() as folder:
-                record = json.loads(Path(folder, RECORD_FILE).read_text())
-                arrays_path = Path(folder, ARRAYS_FILE)
-                arrays = dict(np.load(arrays_path)) if arrays_path.exists() else None
+            record = json.loads(result[RECORD_KEY])
+            arrays = _decode_arrays(result[ARRAYS_KEY]) if result.get(ARRAYS_KEY) else None
             record["run_id"] = run.path.name
             run.write_trial(record, arrays)
             self._progress(record)
@@ -180,7 +191,8 @@ def run_suite(suite: SuiteConfig, run: RunDir, data_root: Path, address: str | N
         trainable = tune.with_resources(tune.with_parameters(_trainable, splits=splits), resources)
         echo(f"running {len(pending)} trials on Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs"
              f"{', GPUs' if has_gpu else ''}; {resources['cpu']:g} CPU{' + %g GPU' % resources['gpu'] if has_gpu else ''} per trial)")
-        attempt = len(list((run.path / "ray").glob("attempt-*"))) + 1 if (run.path / "ray").is_dir() else 1
+        attempt = run.metadata().get("attempts", 0) + 1
+        run.update_metadata(attempts=attempt)
         callback = make_callback(run, len(specs), len(finished), suite.protocol.monitor, echo)
         tuner = tune.Tuner(
             trainable,
@@ -191,8 +203,9 @@ def run_suite(suite: SuiteConfig, run: RunDir, data_root: Path, address: str | N
                 trial_dirname_creator=lambda trial: trial.config["spec"]["key"],
             ),
             run_config=tune.RunConfig(
-                name=f"attempt-{attempt}",
-                storage_path=str((run.path / "ray").resolve()),
+                # Ray's own bookkeeping stays in Ray's storage (~/ray_results by default),
+                # out of the results folder; the run directory holds only our files.
+                name=f"drbench-{suite.name}-{run.path.name}-attempt{attempt}",
                 verbose=0,
                 callbacks=[callback],
                 failure_config=tune.FailureConfig(max_failures=0),

@@ -1,0 +1,107 @@
+"""The command line: clear errors without tracebacks, and whole suites through Ray Tune."""
+
+import pandas as pd
+import pytest
+
+import run_bench
+from datasets.registry import REPO_ROOT
+
+MIRROR = REPO_ROOT.parent / "shared" / "data"
+
+TINY_SUITE = """
+name: tiny
+datasets: [synthetic]
+seeds: [0]
+training: {epochs: 3, batch_size: 128, eval_every: 1, patience: 2}
+models:
+  pop: {model: pop}
+  sasrec: {model: sasrec, params: {max_len: 20, hidden_size: 16, n_blocks: 1}}
+"""
+
+
+def run(capsys, *argv):
+    code = run_bench.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_suite(tmp_path, text, name="suite.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("suite_text, message", [
+    ("name: x\ndatasets: [ml-100k]\nmodels: {a: {model: sasrecc}}\n", "unknown model 'sasrecc'; registered models: .*pop.*sasrec"),
+    ("name: x\ndatasets: [ml-2m]\nmodels: {a: {model: pop}}\n", "unknown dataset 'ml-2m'; known datasets: ml-100k"),
+    ("name: x\ndatasets: [synthetic]\nepochs: 3\nmodels: {a: {model: pop}}\n", "unknown key\\(s\\) epochs in suite"),
+    ("name: x\ndatasets: [synthetic]\ntraining: {lr: fast}\nmodels: {a: {model: pop}}\n", "training.lr must be of type float, got 'fast'"),
+])
+def test_bad_suites_fail_with_one_readable_line(tmp_path, capsys, suite_text, message):
+    code, out, err = run(capsys, "--suite", write_suite(tmp_path, suite_text), "--results-dir", str(tmp_path / "results"))
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err)
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_suite_name(capsys):
+    code, _, err = run(capsys, "--suite", "nope")
+    assert code == 2 and "unknown suite 'nope'; available suites: " in err and "smoke" in err
+
+
+def test_missing_data_file_names_path_and_source_before_creating_a_run(tmp_path, capsys):
+    empty_root = tmp_path / "data"
+    empty_root.mkdir()
+    code, _, err = run(capsys, "--suite", "smoke", "--data-root", str(empty_root), "--results-dir", str(tmp_path / "results"))
+    assert code == 2
+    assert str(empty_root / "ml-100k" / "u.data") in err and "files.grouplens.org/datasets/movielens/ml-100k.zip" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, _, err = run(capsys, "--suite", "nope", "--debug")
+    assert code == 2 and "Traceback" in err
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = run(capsys, "--suite", "smoke", "--resume", str(tmp_path))
+    assert code == 2 and "is not a drbench run directory" in err
+
+
+def test_list_datasets_reports_missing_ones_with_their_location(tmp_path, capsys):
+    code, out, _ = run(capsys, "--list-datasets", "--data-root", str(tmp_path))
+    assert code == 0
+    assert "synthetic" in out
+    assert f"amazon-cds: put {tmp_path / 'amazon2014' / 'CDs_and_Vinyl' / 'reviews_CDs_and_Vinyl_5.json.gz'}" in out
+
+
+def test_list_models(capsys):
+    code, out, _ = run(capsys, "--list-models")
+    assert code == 0 and "sasrec" in out and "max_len=50" in out
+
+
+def test_tiny_suite_runs_through_ray_and_resume_redoes_nothing(tmp_path, capsys):
+    suite = write_suite(tmp_path, TINY_SUITE)
+    results = tmp_path / "results"
+    code, out, err = run(capsys, "--suite", suite, "--results-dir", str(results))
+    assert code == 0, err
+    assert "[2/2]" in out
+    runs = list((results / "tiny").iterdir())
+    assert len(runs) == 1
+    trials = pd.read_csv(runs[0] / "trials.csv")
+    assert sorted(trials["model"]) == ["pop", "sasrec"] and (trials["status"] == "ok").all()
+    assert trials["split_fingerprint"].nunique() == 1
+    assert (runs[0] / "results.md").read_text().count("| sasrec") == 1
+
+    code, out, _ = run(capsys, "--suite", suite, "--results-dir", str(results), "--resume")
+    assert code == 0 and "already finished; nothing to run" in out
+    assert len(pd.read_csv(runs[0] / "trials.csv")) == 2
+
+
+@pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")
+def test_smoke_suite_sasrec_clearly_beats_pop(tmp_path, capsys):
+    code, out, err = run(capsys, "--suite", "smoke", "--results-dir", str(tmp_path))
+    assert code == 0, err
+    trials = pd.read_csv(next((tmp_path / "smoke").iterdir()) / "trials.csv").set_index("model")
+    assert trials.loc["sasrec", "test_ndcg@10"] > 1.5 * trials.loc["pop", "test_ndcg@10"]
