@@ -77,25 +77,33 @@ def command_suite(args) -> int:
     from bench.config import load_suite
     from bench.report import terminal_table
     from bench.results import RunDir
-    from bench.tune_runner import run_suite, trial_specs
+    from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
     from datasets import locate_dataset, resolve_data_root
 
     suite = select(load_suite(args.suite), args)
     data_root = resolve_data_root(args.data_root)
-    for name in suite.datasets:  # a missing file is reported before any run folder is made
-        locate_dataset(name, data_root)
     results_root = Path(args.results_dir)
+    run = None
     if args.resume:
         run = RunDir.latest(results_root, suite.name) if args.resume == "latest" else RunDir.open(Path(args.resume))
         suite_specs = {s["key"] for s in trial_specs(suite)}
         recorded = set(run.metadata().get("trial_keys", []))
         if recorded and not suite_specs <= recorded:
             raise DrbenchError(f"--resume: {run.path} was started with other trials; rerun with the same --models/--datasets/--seeds, or start a new run")
-    else:
+        if not pending_specs(suite, run):
+            print(f"all {len(suite_specs)} trials of {run.path} are already finished; nothing to run.")
+            print(terminal_table(run.write_tables()))
+            return 0
+    # Every data or protocol problem surfaces here, before a run folder is made.
+    for name in suite.datasets:
+        locate_dataset(name, data_root)
+    splits, described = prepare_splits(suite, data_root)
+    if run is None:
         metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "trial_keys": [s["key"] for s in trial_specs(suite)]}
         run = RunDir.create(results_root, suite.name, metadata)
+    run.update_metadata(datasets=described)
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
-    failures = run_suite(suite, run, data_root, address=args.address, debug=args.debug)
+    failures = run_suite(suite, run, splits, address=args.address, debug=args.debug)
     frame = run.trials_frame()
     print()
     print(terminal_table(frame))

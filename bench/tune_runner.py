@@ -42,11 +42,14 @@ def trial_specs(suite: SuiteConfig) -> list[dict]:
     return specs
 
 
-def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> dict[str, Split]:
-    """Load every dataset of the suite and split it once; all models share the result."""
+def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dict[str, Split], dict[str, dict]]:
+    """Load every dataset of the suite and split it once; all models share the result.
+
+    Returns the splits and, per dataset, its source file, statistics and split fingerprint.
+    """
     protocol: ProtocolConfig = suite.protocol
     preprocess = PreprocessConfig(min_rating=protocol.min_rating, core=protocol.core)
-    splits = {}
+    splits, described = {}, {}
     for name in suite.datasets:
         started = time.perf_counter()
         data = load_dataset(name, data_root, preprocess)
@@ -57,8 +60,12 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> dict[str,
             f"{protocol.split} split {split.fingerprint}: {len(split.valid):,} valid / {len(split.test):,} test users "
             f"({time.perf_counter() - started:.1f}s)"
         )
+        if max(protocol.ks) > split.n_items:
+            raise DrbenchError(f"protocol.ks: K = {max(protocol.ks)} is larger than the catalogue of '{name}' "
+                               f"({split.n_items} items); use cut-offs up to {split.n_items}")
         splits[name] = split
-    return splits
+        described[name] = {**stats, "split_fingerprint": split.fingerprint, "preprocess": preprocess.as_dict()}
+    return splits, described
 
 
 def _encode_arrays(arrays: dict[str, np.ndarray]) -> str:
@@ -162,21 +169,27 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
     return CollectResults()
 
 
-def run_suite(suite: SuiteConfig, run: RunDir, data_root: Path, address: str | None = None, debug: bool = False, echo=print) -> int:
+def pending_specs(suite: SuiteConfig, run: RunDir) -> list[dict]:
+    """Trial specs of the suite that have no successful record in the run yet."""
+    finished = run.finished_keys()
+    return [spec for spec in trial_specs(suite) if spec["key"] not in finished]
+
+
+def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address: str | None = None,
+              debug: bool = False, echo=print) -> int:
     """Run every unfinished trial of the suite; returns the number of failed trials."""
     import ray
     from ray import tune
 
-    specs = trial_specs(suite)
-    finished = run.finished_keys()
-    pending = [spec for spec in specs if spec["key"] not in finished]
+    total = len(trial_specs(suite))
+    pending = pending_specs(suite, run)
+    already_done = total - len(pending)
     if not pending:
-        echo(f"all {len(specs)} trials of {run.path} are already finished; nothing to run.")
+        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
         run.write_tables()
         return 0
-    if finished:
-        echo(f"resuming {run.path}: {len(finished)} of {len(specs)} trials already finished, {len(pending)} to run")
-    splits = prepare_splits(suite, data_root, echo)
+    if already_done:
+        echo(f"resuming {run.path}: {already_done} of {total} trials already finished, {len(pending)} to run")
     ray.init(
         address=address,
         runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
@@ -193,7 +206,7 @@ def run_suite(suite: SuiteConfig, run: RunDir, data_root: Path, address: str | N
              f"{', GPUs' if has_gpu else ''}; {resources['cpu']:g} CPU{' + %g GPU' % resources['gpu'] if has_gpu else ''} per trial)")
         attempt = run.metadata().get("attempts", 0) + 1
         run.update_metadata(attempts=attempt)
-        callback = make_callback(run, len(specs), len(finished), suite.protocol.monitor, echo)
+        callback = make_callback(run, total, already_done, suite.protocol.monitor, echo)
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search(pending)},

@@ -1,0 +1,43 @@
+"""One trial: early stopping sees validation only, the test set is scored once, same seed same numbers."""
+
+import numpy as np
+
+import bench.trial as trial_module
+from bench.config import ProtocolConfig
+from bench.splits import make_split
+from bench.trial import make_trial_spec, run_trial
+from datasets import synthetic_dataset
+
+SPEC = dict(params={"max_len": 20, "hidden_size": 16, "n_blocks": 1}, training={"epochs": 4, "eval_every": 1, "patience": 1})
+
+
+def tiny_spec(seed=0):
+    return make_trial_spec("synthetic", "sasrec", "sasrec", seed, SPEC["params"], SPEC["training"], ProtocolConfig())
+
+
+def test_early_stopping_reads_validation_only_and_test_is_scored_once(monkeypatch):
+    split = make_split(synthetic_dataset(n_users=200), "loo")
+    seen = []
+    real_evaluate = trial_module.evaluate
+
+    def spying_evaluate(model, eval_set, *args, **kwargs):
+        seen.append("valid" if eval_set is split.valid else "test" if eval_set is split.test else "other")
+        return real_evaluate(model, eval_set, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "evaluate", spying_evaluate)
+    record, _ = run_trial(tiny_spec(), split)
+    assert seen[-1] == "test" and seen.count("test") == 1
+    assert set(seen[:-1]) == {"valid"} and len(seen[:-1]) == record["epochs_run"]
+    assert [h["epoch"] for h in record["history"]] == list(range(1, record["epochs_run"] + 1))
+    assert not any(key.startswith("test_") for h in record["history"] for key in h)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics():
+    split = make_split(synthetic_dataset(n_users=200), "loo")
+    first, first_arrays = run_trial(tiny_spec(0), split)
+    again, again_arrays = run_trial(tiny_spec(0), split)
+    other, _ = run_trial(tiny_spec(1), split)
+    metrics = [k for k in first if k.startswith(("test_", "valid_"))]
+    assert {k: first[k] for k in metrics} == {k: again[k] for k in metrics}
+    np.testing.assert_array_equal(first_arrays["test_ranks"], again_arrays["test_ranks"])
+    assert any(first[k] != other[k] for k in metrics)
