@@ -76,3 +76,17 @@ def test_left_padding_keeps_the_most_recent_item_last():
     batch = left_padded(Sequences.from_lists([[1, 2, 3], [4]]), np.array([0, 1]))
     assert batch.tolist() == [[1, 2, 3], [0, 0, 4]]
     assert left_padded(Sequences.from_lists([[1, 2, 3]]), np.array([0]), max_len=2).tolist() == [[2, 3]]
+
+
+def test_evaluation_memory_does_not_grow_with_the_number_of_users():
+    """20,000 users x 20,000 items: all scores at once would need 1.6 GB; batches keep the peak far lower."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_eval_memory.py"
+    child = subprocess.run([sys.executable, str(script), "--one", "--items", "20000", "--users", "20000", "--batch-sizes", "256"],
+                           capture_output=True, text=True, check=True)
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    assert measured["peak_rss_mib"] - measured["rss_before_eval_mib"] < 600

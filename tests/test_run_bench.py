@@ -1,5 +1,7 @@
 """The command line: clear errors without tracebacks, and whole suites through Ray Tune."""
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -41,8 +43,26 @@ def test_bad_suites_fail_with_one_readable_line(tmp_path, capsys, suite_text, me
     code, out, err = run(capsys, "--suite", write_suite(tmp_path, suite_text), "--results-dir", str(tmp_path / "results"))
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err
-    assert pytest.importorskip("re").search(message, err)
+    assert re.search(message, err)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")
+@pytest.mark.parametrize("suite_text, message", [
+    ("name: x\ndatasets: [ml-1m]\nprotocol: {split: temporal}\nmodels: {a: {model: pop}}\n", "dataset 'ml-1m' has no timestamps.*leave-one-out"),
+    ("name: x\ndatasets: [ml-100k]\nprotocol: {ks: [10, 5000], monitor: ndcg@10}\nmodels: {a: {model: pop}}\n", "K = 5000 is larger than the catalogue of 'ml-100k' \\(1682 items\\)"),
+])
+def test_protocol_problems_with_the_data_fail_before_any_run_folder(tmp_path, capsys, suite_text, message):
+    code, _, err = run(capsys, "--suite", write_suite(tmp_path, suite_text), "--results-dir", str(tmp_path / "results"))
+    assert code == 2 and re.search(message, err), err
+    assert not (tmp_path / "results").exists()
+
+
+def test_results_directory_that_cannot_be_created(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "--suite", write_suite(tmp_path, TINY_SUITE), "--results-dir", str(blocker / "results"))
+    assert code == 2 and "cannot create the results directory" in err and "--results-dir" in err
 
 
 def test_unknown_suite_name(capsys):

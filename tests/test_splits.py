@@ -1,5 +1,7 @@
 """Splits: hand-made sequences, leakage guards, temporal cutoffs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,20 @@ def test_fingerprint_is_stable_and_sensitive():
     a, b = leave_one_out(items, 4), leave_one_out(items, 4)
     assert a.fingerprint == b.fingerprint
     assert leave_one_out(Sequences.from_lists([[1, 2, 3, 4], [2, 3, 1]]), 4).fingerprint != a.fingerprint
+
+
+MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")
+@pytest.mark.parametrize("dataset, protocol", [("ml-100k", "loo"), ("ml-100k", "temporal"), ("amazon-beauty", "temporal")])
+def test_real_splits_never_train_on_targets(dataset, protocol):
+    from bench.splits import make_split
+    from datasets import load_dataset
+
+    data = load_dataset(dataset, MIRROR)
+    split = make_split(data, protocol)
+    assert len(split.test) > 0 and len(split.valid) > 0
+    assert_no_target_in_training(split, data.items)
+    if protocol == "temporal":
+        assert split.train.nnz == int((data.timestamps.values <= split.cutoffs["t_valid"]).sum())
