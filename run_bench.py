@@ -145,6 +145,8 @@ def command_list_models(args) -> int:
         entry = model_entry(name)
         defaults = ", ".join(f"{f.name}={f.default!r}" for f in fields(entry.config_class))
         print(f"{name:12s} {defaults or '(no hyperparameters)'}")
+        for family, values in entry.family_defaults.items():
+            print(f"{'':12s}   on {family}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return 0
 
 

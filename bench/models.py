@@ -88,17 +88,23 @@ class ModelEntry:
     name: str
     config_class: type
     model_class: type
+    # Hyperparameters that differ by dataset family ("movielens", "amazon"),
+    # applied over the config defaults and under a suite's own params.
+    family_defaults: dict = field(default_factory=dict)
+
+    def defaults_for(self, family: str) -> dict:
+        return dict(self.family_defaults.get(family, {}))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _discovered = False
 
 
-def register_model(name: str, config_class: type):
+def register_model(name: str, config_class: type, family_defaults: dict | None = None):
     def decorate(model_class):
         if name in _REGISTRY and _REGISTRY[name].model_class is not model_class:
             raise RuntimeError(f"model name '{name}' registered twice")
-        _REGISTRY[name] = ModelEntry(name, config_class, model_class)
+        _REGISTRY[name] = ModelEntry(name, config_class, model_class, family_defaults or {})
         return model_class
 
     return decorate

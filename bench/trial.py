@@ -76,6 +76,11 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     fit_seconds = time.perf_counter() - started
     best_valid = next((h for h in summary.history if h["epoch"] == summary.best_epoch), summary.history[-1] if summary.history else {})
     test = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
+    # Papers differ on whether the user's own items are ranked ("filter seen"); the
+    # protocol's choice is the headline, the other convention is kept for comparison.
+    filtered = {}
+    if not protocol.exclude_history:
+        filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
     latency = measure_latency(model, split.test, device)
     record = {
         "key": spec["key"],
@@ -95,6 +100,7 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "training": asdict(training),
         **{k: v for k, v in best_valid.items() if k.startswith("valid_")},
         **{f"test_{k}": v for k, v in test.metrics.items()},
+        **{f"test_filtered_{k}": v for k, v in filtered.items() if not k.startswith("coverage")},
         "epochs_run": summary.epochs_run,
         "best_epoch": summary.best_epoch,
         "stopped_early": summary.stopped_early,

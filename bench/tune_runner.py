@@ -24,17 +24,20 @@ from bench.errors import DrbenchError
 from bench.results import RunDir
 from bench.splits import Split, make_split
 from bench.trial import make_trial_spec, run_trial
-from datasets import PreprocessConfig, dataset_stats, load_dataset
+from bench.models import model_entry
+from datasets import PreprocessConfig, dataset_family, dataset_stats, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_KEY, ARRAYS_KEY = "trial_record", "trial_arrays"
 
 
 def trial_specs(suite: SuiteConfig) -> list[dict]:
+    """One spec per (dataset, model, seed); params = family defaults < suite params < per-dataset overrides."""
     specs = []
     for dataset in suite.datasets:
         for spec in suite.models:
             params, training = spec.for_dataset(dataset)
+            params = {**model_entry(spec.model).defaults_for(dataset_family(dataset)), **params}
             for seed in suite.seeds:
                 specs.append(
                     make_trial_spec(dataset, spec.label, spec.model, seed, params, {**suite.training, **training}, suite.protocol)

@@ -104,6 +104,15 @@ def dataset_names() -> list[str]:
     return list(REGISTRY) + [SYNTHETIC]
 
 
+def dataset_family(name: str) -> str:
+    """"movielens", "amazon" or "other": models keep per-family default hyperparameters."""
+    if name.startswith("ml-"):
+        return "movielens"
+    if name.startswith("amazon-"):
+        return "amazon"
+    return "other"
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DRBENCH_CACHE", REPO_ROOT / ".cache" / "datasets"))
 

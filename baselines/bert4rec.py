@@ -1,0 +1,121 @@
+"""BERT4Rec: a bidirectional Transformer trained with the cloze objective.
+
+Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder
+Representations from Transformer", CIKM 2019; settings checked against the
+replicability study of Petrov & Macdonald (RecSys 2022) and Klenitskiy &
+Vasilev (RecSys 2023).
+
+Training: each item of a user's last ``max_len`` training items is replaced
+by ``[MASK]`` with probability ``mask_prob`` (at least one per sequence; the
+last item is as eligible as any other), and the model predicts the masked
+items with a full-softmax cross-entropy. With probability ``last_only_prob``
+a sequence instead gets only its last item masked, which is how the
+official data generator adds one next-item-shaped sample per user.
+Prediction: ``[MASK]`` is appended after the history and the output at that
+position ranks the catalogue; the target is never part of the input.
+
+The encoder is the one SASRec uses, with bidirectional attention; the output
+head is the BERT-style projection (linear, GELU, layer norm) followed by the
+item embeddings shared with the input, plus a per-item bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.sasrec import SequenceEncoder, init_weights, last_window
+from bench.errors import DrbenchError
+from bench.models import NeuralRecommender, register_model
+from datasets.sequences import Sequences
+
+
+@dataclass
+class BERT4RecConfig:
+    max_len: int = 50
+    hidden_size: int = 64
+    n_blocks: int = 2
+    n_heads: int = 2
+    dropout: float = 0.1
+    mask_prob: float = 0.2
+    last_only_prob: float = 0.1
+
+    def validate(self):
+        if self.max_len < 2:
+            raise DrbenchError(f"bert4rec max_len must be >= 2 (history + [MASK]), got {self.max_len}")
+        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
+            raise DrbenchError("bert4rec hidden_size, n_blocks and n_heads must be >= 1")
+        if self.hidden_size % self.n_heads:
+            raise DrbenchError(f"bert4rec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DrbenchError(f"bert4rec dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.mask_prob <= 1.0:
+            raise DrbenchError(f"bert4rec mask_prob must be in (0, 1], got {self.mask_prob}")
+        if not 0.0 <= self.last_only_prob <= 1.0:
+            raise DrbenchError(f"bert4rec last_only_prob must be in [0, 1], got {self.last_only_prob}")
+
+
+def cloze_mask(tokens: np.ndarray, mask_prob: float, last_only_prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean [B, L] of positions to mask: real items only, at least one per row."""
+    real = tokens > 0
+    chosen = (rng.random(tokens.shape) < mask_prob) & real
+    last_only = rng.random(len(tokens)) < last_only_prob
+    chosen[last_only] = False
+    chosen[last_only, -1] = True  # sequences are left-padded: the last column is the most recent item
+    empty = ~chosen.any(axis=1)
+    if empty.any():
+        # Rows that drew no mask get one uniformly chosen real position.
+        for row in np.flatnonzero(empty):
+            positions = np.flatnonzero(real[row])
+            chosen[row, positions[rng.integers(len(positions))]] = True
+    return chosen
+
+
+@register_model("bert4rec", BERT4RecConfig, family_defaults={
+    "movielens": {"max_len": 200, "mask_prob": 0.2},
+    "amazon": {"max_len": 50, "mask_prob": 0.6},
+})
+class BERT4Rec(NeuralRecommender):
+    def __init__(self, config: BERT4RecConfig, n_items: int):
+        super().__init__(config, n_items)
+        self.mask_token = n_items + 1
+        self.encoder = SequenceEncoder(
+            n_items + 2, config.max_len, config.hidden_size, config.n_blocks, config.n_heads, config.dropout, causal=False
+        )
+        self.head = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.GELU(),
+                                  nn.LayerNorm(config.hidden_size, eps=1e-12))
+        self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
+        init_weights(self.head)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        items = self.encoder.item_embedding.weight[: self.n_items + 1]  # the [MASK] token is never a prediction
+        logits = self.head(states) @ items.T + self.output_bias
+        logits[..., 0] = -torch.inf
+        return logits
+
+    def training_batches(self, train: Sequences, batch_size: int, rng):
+        window = last_window(train, self.config.max_len)
+        window = window[(window > 0).sum(1) >= 1]
+        order = rng.permutation(len(window))
+        for start in range(0, len(order), batch_size):
+            labels = window[order[start : start + batch_size]]
+            masked = cloze_mask(labels, self.config.mask_prob, self.config.last_only_prob, rng)
+            inputs = np.where(masked, self.mask_token, labels)
+            yield {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(np.where(masked, labels, 0))}
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        states = self.encoder(batch["inputs"])  # [B, L, d]
+        labels = batch["labels"]
+        masked = labels > 0
+        return F.cross_entropy(self.logits(states[masked]), labels[masked])
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        # The history keeps its last max_len - 1 items; [MASK] takes the final slot.
+        history = histories[:, -(self.config.max_len - 1):]
+        mask_column = torch.full((len(history), 1), self.mask_token, dtype=history.dtype, device=history.device)
+        states = self.encoder(torch.cat([history, mask_column], dim=1))
+        return self.logits(states[:, -1])
