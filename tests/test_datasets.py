@@ -10,8 +10,8 @@ import datasets.registry as registry
 from bench.errors import DrbenchError
 from datasets import PreprocessConfig, dataset_stats, download, load_dataset, preprocess, resolve_data_root, synthetic_dataset
 from datasets.registry import DatasetEntry, Official, Source
+from tests.conftest import MIRROR
 
-MIRROR = registry.REPO_ROOT.parent / "shared" / "data"
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason="dataset mirror ../shared/data not present")
 
 

@@ -6,9 +6,8 @@ import pandas as pd
 import pytest
 
 import run_bench
-from datasets.registry import REPO_ROOT
+from tests.conftest import MIRROR
 
-MIRROR = REPO_ROOT.parent / "shared" / "data"
 
 TINY_SUITE = """
 name: tiny

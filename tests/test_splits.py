@@ -1,6 +1,5 @@
 """Splits: hand-made sequences, leakage guards, temporal cutoffs."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from bench.errors import DrbenchError
 from bench.splits import global_temporal, leave_one_out
 from datasets.sequences import Sequences
+from tests.conftest import MIRROR
 
 
 def test_leave_one_out_by_hand():
@@ -75,7 +75,6 @@ def test_fingerprint_is_stable_and_sensitive():
     assert leave_one_out(Sequences.from_lists([[1, 2, 3, 4], [2, 3, 1]]), 4).fingerprint != a.fingerprint
 
 
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")

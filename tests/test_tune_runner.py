@@ -11,8 +11,8 @@ import pytest
 
 import run_bench
 from datasets.registry import REPO_ROOT
+from tests.conftest import MIRROR
 
-MIRROR = REPO_ROOT.parent / "shared" / "data"
 
 
 def write_suite(tmp_path, text):
