@@ -5,6 +5,11 @@ padding column (and, if the protocol asks, the items already in the user's
 history), and turns the scores into target ranks and top-K lists. Scores are
 never kept beyond one batch, so memory is bounded by
 ``batch_size x n_items`` floats whatever the number of users.
+
+A model whose inference mode generates ranked lists (``generates_lists``,
+e.g. multi-step diffusion decoding or beam search) is asked for its top-K
+list instead; the target's rank is its position in the list, a target
+absent from the list is a miss, and the same metric code runs on the ranks.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.errors import DrbenchError
-from bench.metrics import ranks_from_scores, summarize
+from bench.metrics import ranks_from_lists, ranks_from_scores, summarize
 from bench.splits import EvalSet
 from datasets.sequences import Sequences
 
@@ -72,6 +77,13 @@ def evaluate(
         rows = np.arange(start, min(start + batch_size, n_users))
         histories = left_padded(eval_set.histories, rows).to(device)
         targets = torch.from_numpy(eval_set.targets[rows]).to(device)
+        if generates_lists(model):
+            top = _checked_list(model.generate(histories, ks[-1]), len(rows), ks[-1], n_items)
+            if exclude_history:
+                top = _drop_seen(top, histories)
+            ranks[rows] = ranks_from_lists(top, targets, n_items).cpu().numpy()
+            top_items[rows] = top.cpu().numpy()
+            continue
         scores = model.score(histories).float()
         if scores.shape != (len(rows), n_items + 1):
             raise RuntimeError(f"model returned scores of shape {tuple(scores.shape)}, expected {(len(rows), n_items + 1)}")
@@ -85,14 +97,41 @@ def evaluate(
     return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items))
 
 
+def generates_lists(model) -> bool:
+    """True for a model whose current inference mode produces ranked top-K lists instead of scores."""
+    return bool(getattr(model, "generates_lists", False))
+
+
+def _checked_list(top: torch.Tensor, n_rows: int, k: int, n_items: int) -> torch.Tensor:
+    """A generated [B, <=K] list as [B, K] int64 (0 = empty slot), after checking that it is a ranking."""
+    if top.dim() != 2 or top.shape[0] != n_rows or top.shape[1] > k:
+        raise RuntimeError(f"model generated lists of shape {tuple(top.shape)}, expected ({n_rows}, <= {k})")
+    top = top.long()
+    if ((top < 0) | (top > n_items)).any():
+        raise RuntimeError("model generated item ids outside 1..n_items")
+    ordered = top.sort(dim=1).values
+    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] > 0)).any():
+        raise RuntimeError("model generated a list with the same item twice; a ranking lists each item once")
+    return torch.nn.functional.pad(top, (0, k - top.shape[1]))
+
+
+def _drop_seen(top: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """Remove the user's input items from a list, keeping the order of the rest (the list gets shorter)."""
+    seen = (top.unsqueeze(-1) == histories.unsqueeze(1)).any(-1) | (top == 0)  # [B, K]
+    order = torch.sort(seen.int(), dim=1, stable=True).indices  # kept items first, in their order
+    return torch.where(seen.gather(1, order), torch.zeros_like(top), top.gather(1, order))
+
+
 @torch.no_grad()
-def measure_latency(model, eval_set: EvalSet, device, n_single: int = 100, n_warmup: int = 10, batch_size: int = 256, n_batches: int = 4) -> dict[str, float]:
+def measure_latency(model, eval_set: EvalSet, device, n_single: int = 100, n_warmup: int = 10, batch_size: int = 256, n_batches: int = 4, k: int = 20) -> dict[str, float]:
     """Scoring latency per user at batch size 1 (p50/p95, ms) and users/s at ``batch_size``.
 
-    Measured after warm-up; on CUDA each timing waits for the device.
+    Measured after warm-up; on CUDA each timing waits for the device. A model
+    that generates lists is timed generating its top-``k`` list.
     """
     model.eval()
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    infer = (lambda histories: model.generate(histories, k)) if generates_lists(model) else model.score
     n_users = len(eval_set)
     single_rows = np.arange(min(n_single + n_warmup, n_users))
     timings = []
@@ -100,17 +139,17 @@ def measure_latency(model, eval_set: EvalSet, device, n_single: int = 100, n_war
         history = left_padded(eval_set.histories, np.array([row])).to(device)
         sync()
         start = time.perf_counter()
-        model.score(history)
+        infer(history)
         sync()
         if i >= n_warmup:
             timings.append(time.perf_counter() - start)
     batch_rows = [np.arange(s, min(s + batch_size, n_users)) for s in range(0, min(n_users, batch_size * n_batches), batch_size)]
     batches = [left_padded(eval_set.histories, rows).to(device) for rows in batch_rows]
-    model.score(batches[0])
+    infer(batches[0])
     sync()
     start = time.perf_counter()
     for batch in batches:
-        model.score(batch)
+        infer(batch)
     sync()
     elapsed = time.perf_counter() - start
     timings_ms = np.array(timings or [np.nan]) * 1000.0

@@ -58,6 +58,11 @@ def dataset_table(frame: pd.DataFrame, mark_best=lambda cell: f"**{cell}**") -> 
     return rows
 
 
+def _generated_note(ok: pd.DataFrame) -> str:
+    generated = sorted(ok.loc[ok["ranking"] == "generated", "model"].unique()) if "ranking" in ok else []
+    return f" (generated top-K lists: {', '.join(generated)})" if generated else ""
+
+
 def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool = False) -> str:
     if frame.empty:
         return f"# {title}\n\nNo finished trials yet.\n"
@@ -70,8 +75,8 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool
         if not ok.empty:
             first = ok.iloc[0]
             protocol = (
-                f" — split `{first['split']}` ({first['split_fingerprint']}), {first['ranking']} ranking over "
-                f"{int(first['n_items']):,} items, {int(first['n_test_users']):,} test users, "
+                f" — split `{first['split']}` ({first['split_fingerprint']}), full ranking over "
+                f"{int(first['n_items']):,} items{_generated_note(ok)}, {int(first['n_test_users']):,} test users, "
                 f"history {'excluded' if first['exclude_history'] else 'not excluded'}"
             )
         rows = dataset_table(group, (lambda cell: f"{cell} *") if terminal else (lambda cell: f"**{cell}**"))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.config import ProtocolConfig, TrainConfig, build_config
-from bench.evaluation import evaluate, measure_latency
+from bench.evaluation import evaluate, generates_lists, measure_latency
 from bench.models import build_model, model_entry
 from bench.splits import Split
 from bench.trainer import Trainer
@@ -81,7 +81,7 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     filtered = {}
     if not protocol.exclude_history:
         filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
-    latency = measure_latency(model, split.test, device)
+    latency = measure_latency(model, split.test, device, k=max(protocol.ks))
     record = {
         "key": spec["key"],
         "dataset": spec["dataset"],
@@ -93,7 +93,7 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "split": protocol.split,
         "split_fingerprint": split.fingerprint,
         "exclude_history": protocol.exclude_history,
-        "ranking": "full",
+        "ranking": "generated" if generates_lists(model) else "full",
         "n_items": split.n_items,
         "n_test_users": len(split.test),
         "params": asdict(params),

@@ -90,3 +90,39 @@ def test_evaluation_memory_does_not_grow_with_the_number_of_users():
                            capture_output=True, text=True, check=True)
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     assert measured["peak_rss_mib"] - measured["rss_before_eval_mib"] < 600
+
+
+class FixedList:
+    """Generates the same ranked list for everyone."""
+
+    generates_lists = True
+
+    def __init__(self, ranked):
+        self.ranked = ranked
+
+    def eval(self):
+        return self
+
+    def generate(self, histories, k):
+        return torch.tensor([self.ranked[:k]] * histories.shape[0])
+
+
+def test_generated_lists_are_ranked_by_position_and_absent_targets_miss():
+    # list [5, 3, 9]: target 3 is at rank 2, target 9 at rank 3, target 4 is absent -> a miss at every K
+    result = evaluate(FixedList([5, 3, 9]), eval_set([[1], [2], [1]], [3, 9, 4]), n_items=9, ks=(1, 3))
+    assert result.ranks.tolist() == [2, 3, 10]
+    assert result.metrics["hr@3"] == pytest.approx(2 / 3)
+    assert result.metrics["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / 3)
+    assert result.top_items[0].tolist() == [5, 3, 9]
+
+
+def test_generated_lists_with_history_excluded_drop_seen_items_and_keep_order():
+    result = evaluate(FixedList([5, 3, 9]), eval_set([[5, 1]], [9]), n_items=9, ks=(1, 3), exclude_history=True)
+    assert result.top_items[0].tolist() == [3, 9, 0] and result.ranks.tolist() == [2]
+
+
+def test_generated_lists_must_be_rankings():
+    with pytest.raises(RuntimeError, match="same item twice"):
+        evaluate(FixedList([5, 5, 9]), eval_set([[1]], [9]), n_items=9, ks=(3,))
+    with pytest.raises(RuntimeError, match="outside"):
+        evaluate(FixedList([5, 12, 9]), eval_set([[1]], [9]), n_items=9, ks=(3,))
