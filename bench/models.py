@@ -12,7 +12,7 @@ import abc
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ class NeuralRecommender(nn.Module, Recommender):
         Recommender.__init__(self, config, n_items)
 
     @abc.abstractmethod
-    def training_batches(self, train: Sequences, batch_size: int, rng) -> "Iterable[dict]":
+    def training_batches(self, train: Sequences, batch_size: int, rng) -> Iterable[dict]:
         """One epoch of training batches (dicts of tensors on CPU)."""
 
     @abc.abstractmethod

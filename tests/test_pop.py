@@ -1,4 +1,3 @@
-import numpy as np
 import torch
 
 from baselines.pop import Pop, PopConfig

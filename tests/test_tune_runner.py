@@ -1,6 +1,5 @@
 """Whole suites through Ray Tune: failed trials, SIGKILL and resume, determinism."""
 
-import os
 import signal
 import subprocess
 import sys

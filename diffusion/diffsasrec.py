@@ -1,0 +1,188 @@
+"""DiffSASRec: masked (absorbing-state) diffusion over item sequences, LLaDA-style.
+
+A SASRec-sized Transformer with bidirectional attention and an extra
+``[MASK]`` token. Forward process: per sequence t ~ U(0, 1); every real item
+is replaced by ``[MASK]`` with probability p = (1 - eps) t + eps. The network
+predicts the clean items at the masked positions; the loss is their
+cross-entropy weighted by 1/p and normalised by the number of real
+positions in the batch (the LLaDA objective, Nie et al. 2025). Padding never
+counts.
+
+Inference (``inference``):
+- ``single``: one ``[MASK]`` after the history; its logits rank the whole
+  catalogue (full ranking, like any scoring model).
+- ``multi``: K ``[MASK]`` slots after the history (K = the largest metric
+  cut-off). Each step predicts every open slot, commits the slots whose
+  top probability reaches ``threshold`` (at least the most confident one;
+  when none passes, the threshold is multiplied by ``threshold_decay``), and
+  never commits an item twice; an item already committed is removed from the
+  other slots' candidates. After ``steps`` steps every open slot is
+  committed in order of confidence. The committed items, in commit order, are
+  the ranked top-K list, judged by the evaluator's list path. The source's
+  defaults are 20 steps and threshold 0.9.
+
+Validation during training always uses single-step scoring (same network,
+far cheaper); the configured inference mode applies to the test set.
+
+Status: single-step inference learns the planted pattern (tested).
+Multi-step decoding produces valid rankings (tested) but on the planted data
+reaches HR@10 of only about 0.43 where single-step reaches 0.9; whether that
+is a decoding bug or the model's weakness with a block of trailing masks is
+not settled yet. Not implemented yet: the source's optional SFT stage
+(``--sft``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.sasrec import SequenceEncoder, last_window
+from bench.errors import DrbenchError
+from bench.models import NeuralRecommender, register_model
+from datasets.sequences import Sequences
+
+INFERENCE_MODES = ("single", "multi")
+
+
+@dataclass
+class DiffSASRecConfig:
+    max_len: int = 50
+    hidden_size: int = 64
+    n_blocks: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    eps: float = 1e-3  # smallest masking probability
+    inference: str = "single"
+    steps: int = 20  # multi-step: denoising steps
+    threshold: float = 0.9  # multi-step: confidence needed to commit a slot
+    threshold_decay: float = 0.9  # multi-step: applied when no slot reaches the threshold
+
+    def validate(self):
+        if self.max_len < 2:
+            raise DrbenchError(f"diffsasrec max_len must be >= 2 (history + [MASK]), got {self.max_len}")
+        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
+            raise DrbenchError("diffsasrec hidden_size, n_blocks and n_heads must be >= 1")
+        if self.hidden_size % self.n_heads:
+            raise DrbenchError(f"diffsasrec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DrbenchError(f"diffsasrec dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.eps < 1.0:
+            raise DrbenchError(f"diffsasrec eps must be in (0, 1), got {self.eps}")
+        if self.inference not in INFERENCE_MODES:
+            raise DrbenchError(f"diffsasrec inference must be one of {', '.join(INFERENCE_MODES)}, got '{self.inference}'")
+        if self.steps < 1:
+            raise DrbenchError(f"diffsasrec steps must be >= 1, got {self.steps}")
+        if not 0.0 < self.threshold <= 1.0 or not 0.0 < self.threshold_decay < 1.0:
+            raise DrbenchError("diffsasrec threshold must be in (0, 1] and threshold_decay in (0, 1)")
+
+
+@register_model("diffsasrec", DiffSASRecConfig, family_defaults={"movielens": {"max_len": 200}, "amazon": {"max_len": 50}})
+class DiffSASRec(NeuralRecommender):
+    def __init__(self, config: DiffSASRecConfig, n_items: int):
+        super().__init__(config, n_items)
+        self.mask_token = n_items + 1
+        self.encoder = SequenceEncoder(
+            n_items + 2, config.max_len, config.hidden_size, config.n_blocks, config.n_heads, config.dropout, causal=False
+        )
+        self._fitting = False
+
+    @property
+    def generates_lists(self) -> bool:
+        return self.config.inference == "multi" and not self._fitting
+
+    def fit(self, train, trainer, validate):
+        self._fitting = True
+        try:
+            return trainer.fit(self, train, validate)
+        finally:
+            self._fitting = False
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        logits = states @ self.encoder.item_embedding.weight[: self.n_items + 1].T  # [..., n_items + 1]
+        logits[..., 0] = -torch.inf
+        return logits
+
+    def training_batches(self, train: Sequences, batch_size: int, rng):
+        window = last_window(train, self.config.max_len)
+        window = window[(window > 0).any(axis=1)]
+        order = rng.permutation(len(window))
+        for start in range(0, len(order), batch_size):
+            clean = window[order[start : start + batch_size]]
+            t = rng.random(len(clean))
+            p_mask = (1.0 - self.config.eps) * t + self.config.eps  # [B]
+            masked = (rng.random(clean.shape) < p_mask[:, None]) & (clean > 0)
+            yield {
+                "inputs": torch.from_numpy(np.where(masked, self.mask_token, clean)),
+                "labels": torch.from_numpy(np.where(masked, clean, 0)),
+                "p_mask": torch.from_numpy(p_mask.astype(np.float32)),
+                "n_real": torch.tensor(int((clean > 0).sum())),
+            }
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        states = self.encoder(batch["inputs"])  # [B, L, d]
+        labels = batch["labels"]
+        masked = labels > 0
+        if not masked.any():
+            return states.sum() * 0.0  # nothing masked in this batch: no signal, keep the graph valid
+        weights = (1.0 / batch["p_mask"])[:, None].expand_as(labels)[masked]  # [N]
+        cross_entropy = F.cross_entropy(self.logits(states[masked]), labels[masked], reduction="none")
+        return (cross_entropy * weights).sum() / batch["n_real"].clamp(min=1)
+
+    def _with_masks(self, histories: torch.Tensor, n_masks: int) -> torch.Tensor:
+        history = histories[:, -(self.config.max_len - n_masks):] if self.config.max_len > n_masks else histories[:, :0]
+        masks = torch.full((len(histories), n_masks), self.mask_token, dtype=histories.dtype, device=histories.device)
+        return torch.cat([history, masks], dim=1)
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(self._with_masks(histories, 1))
+        return self.logits(states[:, -1])
+
+    @torch.no_grad()
+    def generate(self, histories: torch.Tensor, k: int) -> torch.Tensor:
+        """[B, k] items in commit order, from k masked slots denoised over ``steps`` steps."""
+        if k >= self.config.max_len:
+            raise DrbenchError(f"diffsasrec multi-step inference needs max_len > K; got max_len {self.config.max_len}, K {k}")
+        tokens = self._with_masks(histories, k)
+        batch = len(tokens)
+        ranked = torch.zeros(batch, k, dtype=torch.long, device=tokens.device)
+        n_ranked = [0] * batch
+        used = torch.zeros(batch, self.n_items + 1, dtype=torch.bool, device=tokens.device)
+        threshold = [self.config.threshold] * batch
+        for step in range(self.config.steps):
+            last_step = step == self.config.steps - 1
+            open_slots = tokens[:, -k:] == self.mask_token  # [B, k]
+            if not open_slots.any():
+                break
+            logits = self.logits(self.encoder(tokens)[:, -k:]).masked_fill(used[:, None, :], -torch.inf)
+            confidence, candidate = logits.softmax(-1).max(-1)  # [B, k]
+            confidence = confidence.masked_fill(~open_slots, -1.0).cpu()
+            candidate = candidate.cpu()
+            for row in range(batch):
+                slots = [s for s in confidence[row].argsort(descending=True).tolist() if confidence[row, s] >= 0]
+                if not slots:
+                    continue
+                passing = [s for s in slots if confidence[row, s] >= threshold[row]]
+                if last_step:
+                    passing = slots
+                elif not passing:
+                    passing = slots[:1]
+                    threshold[row] *= self.config.threshold_decay
+                taken: set[int] = set()
+                for slot in passing:
+                    item = int(candidate[row, slot])
+                    if item in taken:
+                        if not last_step:
+                            continue  # another slot claimed it this step; this one stays open
+                        scores = logits[row, slot].clone()
+                        scores[list(taken)] = -torch.inf
+                        item = int(scores.argmax())
+                    taken.add(item)
+                    tokens[row, tokens.shape[1] - k + slot] = item
+                    used[row, item] = True
+                    ranked[row, n_ranked[row]] = item
+                    n_ranked[row] += 1
+        return ranked
