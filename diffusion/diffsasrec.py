@@ -11,8 +11,9 @@ counts.
 Inference (``inference``):
 - ``single``: one ``[MASK]`` after the history; its logits rank the whole
   catalogue (full ranking, like any scoring model).
-- ``multi``: K ``[MASK]`` slots after the history (K = the largest metric
-  cut-off). Each step predicts every open slot, commits the slots whose
+- ``multi``: ``n_masks`` ``[MASK]`` slots after the history (10, as the
+  source; the list has that many items, so HR@20 counts a list of 10 as
+  misses beyond it). Each step predicts every open slot, commits the slots whose
   top probability reaches ``threshold`` (at least the most confident one;
   when none passes, the threshold is multiplied by ``threshold_decay``), and
   never commits an item twice; an item already committed is removed from the
@@ -24,12 +25,11 @@ Inference (``inference``):
 Validation during training always uses single-step scoring (same network,
 far cheaper); the configured inference mode applies to the test set.
 
-Status: single-step inference learns the planted pattern (tested).
-Multi-step decoding produces valid rankings (tested) but on the planted data
-reaches HR@10 of only about 0.43 where single-step reaches 0.9; whether that
-is a decoding bug or the model's weakness with a block of trailing masks is
-not settled yet. Not implemented yet: the source's optional SFT stage
-(``--sft``).
+Status: single-step and multi-step inference both learn the planted
+pattern (tested). With as many masks as the largest cut-off (20) and a short
+window, multi-step quality dropped sharply (HR@10 0.43 on the planted data),
+which is why the number of slots is the source's own parameter. Not
+implemented yet: the source's optional SFT stage (``--sft``).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class DiffSASRecConfig:
     dropout: float = 0.2
     eps: float = 1e-3  # smallest masking probability
     inference: str = "single"
+    n_masks: int = 10  # multi-step: [MASK] slots appended = length of the generated list (the source's num_masks)
     steps: int = 20  # multi-step: denoising steps
     threshold: float = 0.9  # multi-step: confidence needed to commit a slot
     threshold_decay: float = 0.9  # multi-step: applied when no slot reaches the threshold
@@ -74,6 +75,8 @@ class DiffSASRecConfig:
             raise DrbenchError(f"diffsasrec eps must be in (0, 1), got {self.eps}")
         if self.inference not in INFERENCE_MODES:
             raise DrbenchError(f"diffsasrec inference must be one of {', '.join(INFERENCE_MODES)}, got '{self.inference}'")
+        if self.n_masks < 1 or self.n_masks >= self.max_len:
+            raise DrbenchError(f"diffsasrec n_masks must be in [1, max_len), got {self.n_masks} with max_len {self.max_len}")
         if self.steps < 1:
             raise DrbenchError(f"diffsasrec steps must be >= 1, got {self.steps}")
         if not 0.0 < self.threshold <= 1.0 or not 0.0 < self.threshold_decay < 1.0:
@@ -143,9 +146,8 @@ class DiffSASRec(NeuralRecommender):
 
     @torch.no_grad()
     def generate(self, histories: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, k] items in commit order, from k masked slots denoised over ``steps`` steps."""
-        if k >= self.config.max_len:
-            raise DrbenchError(f"diffsasrec multi-step inference needs max_len > K; got max_len {self.config.max_len}, K {k}")
+        """[B, min(n_masks, k)] items in commit order, from that many masked slots denoised over ``steps`` steps."""
+        k = min(self.config.n_masks, k)
         tokens = self._with_masks(histories, k)
         batch = len(tokens)
         ranked = torch.zeros(batch, k, dtype=torch.long, device=tokens.device)

@@ -59,7 +59,7 @@ def test_single_step_appends_one_mask_and_never_sees_the_target():
 def test_multi_step_returns_k_distinct_real_items(steps):
     model = tiny(inference="multi", steps=steps).eval()
     assert model.generates_lists
-    top = model.generate(torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]]), k=5)
+    top = model.generate(torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]]), k=5)  # k < n_masks: k slots
     assert top.shape == (2, 5)
     for row in top.tolist():
         assert len(set(row)) == 5 and all(1 <= item <= 9 for item in row)
@@ -77,15 +77,20 @@ def test_multi_step_validates_with_single_step_while_fitting():
 
 
 @pytest.mark.parametrize("values, message", [({"inference": "many"}, "inference"), ({"eps": 0.0}, "eps"),
-                                             ({"steps": 0}, "steps"), ({"threshold_decay": 1.0}, "threshold")])
+                                             ({"steps": 0}, "steps"), ({"threshold_decay": 1.0}, "threshold"),
+                                             ({"n_masks": 8, "max_len": 8}, "n_masks")])
 def test_config_rejects_bad_values(values, message):
     with pytest.raises(DrbenchError, match=message):
         build_config(DiffSASRecConfig, values, "models.diffsasrec.params")
 
 
-def test_diffsasrec_learns_planted_pattern_with_single_step_inference():
+def test_diffsasrec_learns_planted_pattern_single_and_multi_step():
     split = planted_split()
     params = {"max_len": 30, "hidden_size": 32, "dropout": 0.1}
     training = {"epochs": 100, "batch_size": 64, "patience": 6, "lr": 0.005}
-    record, _ = run_trial(make_trial_spec("planted", "d", "diffsasrec", 0, params, training, ProtocolConfig()), split)
-    assert record["test_hr@10"] > 0.85 and record["ranking"] == "full"
+    single, _ = run_trial(make_trial_spec("planted", "d", "diffsasrec", 0, params, training, ProtocolConfig()), split)
+    multi, _ = run_trial(make_trial_spec("planted", "d", "diffsasrec", 0, {**params, "inference": "multi", "steps": 5},
+                                         training, ProtocolConfig()), split)
+    assert single["test_hr@10"] > 0.85 and single["ranking"] == "full"
+    assert multi["test_hr@10"] > 0.75 and multi["ranking"] == "generated"
+    assert multi["test_hr@20"] == multi["test_hr@10"]  # a list of n_masks = 10 items
