@@ -78,7 +78,7 @@ def command_suite(args) -> int:
     from bench.report import terminal_table
     from bench.results import RunDir
     from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
-    from datasets import locate_dataset, resolve_data_root
+    from datasets import resolve_data_root
 
     suite = select(load_suite(args.suite), args)
     data_root = resolve_data_root(args.data_root)
@@ -95,8 +95,6 @@ def command_suite(args) -> int:
             print(terminal_table(run.write_tables()))
             return 0
     # Every data or protocol problem surfaces here, before a run folder is made.
-    for name in suite.datasets:
-        locate_dataset(name, data_root)
     splits, described = prepare_splits(suite, data_root)
     if run is None:
         metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "trial_keys": [s["key"] for s in trial_specs(suite)]}

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.sasrec import SequenceEncoder, init_weights, last_window
+from baselines.sasrec import SequenceEncoder, check_transformer_shape, init_weights, last_window, shuffled_batches
 from bench.errors import DrbenchError
 from bench.models import NeuralRecommender, register_model
 from datasets.sequences import Sequences
@@ -45,14 +45,7 @@ class BERT4RecConfig:
     last_only_prob: float = 0.1
 
     def validate(self):
-        if self.max_len < 2:
-            raise DrbenchError(f"bert4rec max_len must be >= 2 (history + [MASK]), got {self.max_len}")
-        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
-            raise DrbenchError("bert4rec hidden_size, n_blocks and n_heads must be >= 1")
-        if self.hidden_size % self.n_heads:
-            raise DrbenchError(f"bert4rec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DrbenchError(f"bert4rec dropout must be in [0, 1), got {self.dropout}")
+        check_transformer_shape("bert4rec", 2, self)  # history + [MASK]
         if not 0.0 < self.mask_prob <= 1.0:
             raise DrbenchError(f"bert4rec mask_prob must be in (0, 1], got {self.mask_prob}")
         if not 0.0 <= self.last_only_prob <= 1.0:
@@ -99,10 +92,7 @@ class BERT4Rec(NeuralRecommender):
 
     def training_batches(self, train: Sequences, batch_size: int, rng):
         window = last_window(train, self.config.max_len)
-        window = window[(window > 0).sum(1) >= 1]
-        order = rng.permutation(len(window))
-        for start in range(0, len(order), batch_size):
-            labels = window[order[start : start + batch_size]]
+        for labels in shuffled_batches(window[(window > 0).any(axis=1)], batch_size, rng):
             masked = cloze_mask(labels, self.config.mask_prob, self.config.last_only_prob, rng)
             inputs = np.where(masked, self.mask_token, labels)
             yield {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(np.where(masked, labels, 0))}

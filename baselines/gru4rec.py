@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from baselines.sasrec import init_weights, last_window
+from baselines.sasrec import init_weights, next_item_batches
 from bench.errors import DrbenchError
 from bench.models import NeuralRecommender, register_model
 from datasets.sequences import Sequences
@@ -84,12 +84,7 @@ class GRU4Rec(NeuralRecommender):
         return logits
 
     def training_batches(self, train: Sequences, batch_size: int, rng):
-        window = last_window(train, self.config.max_len + 1)
-        window = window[(window > 0).sum(1) >= 2]
-        order = rng.permutation(len(window))
-        for start in range(0, len(order), batch_size):
-            rows = window[order[start : start + batch_size]]
-            yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
+        return next_item_batches(train, self.config.max_len, batch_size, rng)
 
     def loss(self, batch: dict) -> torch.Tensor:
         inputs, targets = batch["inputs"], batch["targets"]

@@ -56,14 +56,7 @@ class SASRecConfig:
     gbce_t: float = 0.75  # gbce calibration
 
     def validate(self):
-        if self.max_len < 1:
-            raise DrbenchError(f"sasrec max_len must be >= 1, got {self.max_len}")
-        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
-            raise DrbenchError("sasrec hidden_size, n_blocks and n_heads must be >= 1")
-        if self.hidden_size % self.n_heads:
-            raise DrbenchError(f"sasrec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DrbenchError(f"sasrec dropout must be in [0, 1), got {self.dropout}")
+        check_transformer_shape("sasrec", 1, self)
         if self.loss not in LOSSES:
             raise DrbenchError(f"sasrec loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
         if self.n_negatives < 1:
@@ -161,6 +154,32 @@ class SequenceEncoder(nn.Module):
         return self.final_norm(x)
 
 
+def check_transformer_shape(model: str, max_len_min: int, config) -> None:
+    """The checks every Transformer config shares: length, sizes, heads, dropout."""
+    if config.max_len < max_len_min:
+        raise DrbenchError(f"{model} max_len must be >= {max_len_min}, got {config.max_len}")
+    if config.hidden_size < 1 or config.n_blocks < 1 or config.n_heads < 1:
+        raise DrbenchError(f"{model} hidden_size, n_blocks and n_heads must be >= 1")
+    if config.hidden_size % config.n_heads:
+        raise DrbenchError(f"{model} hidden_size ({config.hidden_size}) must be divisible by n_heads ({config.n_heads})")
+    if not 0.0 <= config.dropout < 1.0:
+        raise DrbenchError(f"{model} dropout must be in [0, 1), got {config.dropout}")
+
+
+def shuffled_batches(rows: np.ndarray, batch_size: int, rng):
+    """The rows of a matrix in a random order, ``batch_size`` at a time."""
+    order = rng.permutation(len(rows))
+    for start in range(0, len(order), batch_size):
+        yield rows[order[start : start + batch_size]]
+
+
+def next_item_batches(train: Sequences, max_len: int, batch_size: int, rng):
+    """Each user's last max_len + 1 items: inputs all but the last, targets all but the first."""
+    window = last_window(train, max_len + 1)
+    for rows in shuffled_batches(window[(window > 0).sum(1) >= 2], batch_size, rng):
+        yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
+
+
 def last_window(train: Sequences, width: int) -> np.ndarray:
     """[U, width] int64 matrix of each row's last ``width`` items, left-padded with 0."""
     out = np.zeros((len(train), width), dtype=np.int64)
@@ -180,14 +199,7 @@ class SASRec(NeuralRecommender):
         )
 
     def training_batches(self, train: Sequences, batch_size: int, rng):
-        # Each user contributes its last max_len + 1 training items: inputs are
-        # all but the last, targets all but the first (next item at every position).
-        window = last_window(train, self.config.max_len + 1)
-        window = window[(window > 0).sum(1) >= 2]
-        order = rng.permutation(len(window))
-        for start in range(0, len(order), batch_size):
-            rows = window[order[start : start + batch_size]]
-            yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
+        return next_item_batches(train, self.config.max_len, batch_size, rng)
 
     def loss(self, batch: dict) -> torch.Tensor:
         inputs, targets = batch["inputs"], batch["targets"]

@@ -74,17 +74,21 @@ def _check_complete(frame: pd.DataFrame, columns: list[str], path: Path, first_l
         raise DrbenchError(f"malformed line {path}:{row + first_line}: expected {layout}")
 
 
-def read_movielens_100k(path: Path) -> pd.DataFrame:
-    """``u.data``: ``user \\t item \\t rating \\t timestamp``, no header."""
-    names = ["user", "item", "rating", "timestamp"]
-    frame = _read_table(path, "MovieLens u.data", sep="\t", header=None, names=names)
-    _check_complete(frame, names, path, 1, "4 tab-separated fields: user item rating timestamp")
+def _movielens_log(frame: pd.DataFrame, path: Path, layout: str) -> pd.DataFrame:
+    """The user/item/rating/timestamp columns of a header-less MovieLens file, checked line by line."""
+    _check_complete(frame, ["user", "item", "rating", "timestamp"], path, 1, layout)
     return pd.DataFrame({
         "user": frame["user"].str.strip(),
         "item": frame["item"].str.strip(),
         "rating": _float_column(frame, "rating", path, 1, "rating"),
         "timestamp": _integer_column(frame, "timestamp", path, 1, "timestamp"),
     })
+
+
+def read_movielens_100k(path: Path) -> pd.DataFrame:
+    """``u.data``: ``user \t item \t rating \t timestamp``, no header."""
+    frame = _read_table(path, "MovieLens u.data", sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
+    return _movielens_log(frame, path, "4 tab-separated fields: user item rating timestamp")
 
 
 def read_movielens_dat(path: Path) -> pd.DataFrame:
@@ -92,14 +96,7 @@ def read_movielens_dat(path: Path) -> pd.DataFrame:
     # Splitting on ':' keeps pandas' fast C parser; '::' leaves empty fields between values.
     names = ["user", "_a", "item", "_b", "rating", "_c", "timestamp"]
     frame = _read_table(path, "MovieLens ratings.dat", sep=":", header=None, names=names)
-    fields = ["user", "item", "rating", "timestamp"]
-    _check_complete(frame, fields, path, 1, "UserID::MovieID::Rating::Timestamp")
-    return pd.DataFrame({
-        "user": frame["user"].str.strip(),
-        "item": frame["item"].str.strip(),
-        "rating": _float_column(frame, "rating", path, 1, "rating"),
-        "timestamp": _integer_column(frame, "timestamp", path, 1, "timestamp"),
-    })
+    return _movielens_log(frame, path, "UserID::MovieID::Rating::Timestamp")
 
 
 def read_interaction_csv(path: Path, user_col: str = "user_id", item_col: str = "item_id",

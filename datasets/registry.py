@@ -197,13 +197,6 @@ def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
     raise DrbenchError(_missing_message(entry, root))
 
 
-def locate_dataset(name: str, data_root: Path) -> str:
-    """The source file a dataset would be read from (raises the missing-file message)."""
-    if name == SYNTHETIC:
-        return "built-in"
-    return _locate(name, Path(data_root))[3]
-
-
 def _cache_key(path: Path, reader: str, args: dict, config: PreprocessConfig, name: str) -> str:
     identity = {"format": CACHE_FORMAT, "source_sha256": file_checksum(path), "reader": reader, "args": args,
                 "preprocess": config.as_dict(), "name": name}

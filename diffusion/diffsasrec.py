@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.sasrec import SequenceEncoder, last_window
+from baselines.sasrec import SequenceEncoder, check_transformer_shape, last_window, shuffled_batches
 from bench.errors import DrbenchError
 from bench.models import NeuralRecommender, register_model
 from datasets.sequences import Sequences
@@ -63,14 +63,7 @@ class DiffSASRecConfig:
     threshold_decay: float = 0.9  # multi-step: applied when no slot reaches the threshold
 
     def validate(self):
-        if self.max_len < 2:
-            raise DrbenchError(f"diffsasrec max_len must be >= 2 (history + [MASK]), got {self.max_len}")
-        if self.hidden_size < 1 or self.n_blocks < 1 or self.n_heads < 1:
-            raise DrbenchError("diffsasrec hidden_size, n_blocks and n_heads must be >= 1")
-        if self.hidden_size % self.n_heads:
-            raise DrbenchError(f"diffsasrec hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DrbenchError(f"diffsasrec dropout must be in [0, 1), got {self.dropout}")
+        check_transformer_shape("diffsasrec", 2, self)  # history + [MASK]
         if not 0.0 < self.eps < 1.0:
             raise DrbenchError(f"diffsasrec eps must be in (0, 1), got {self.eps}")
         if self.inference not in INFERENCE_MODES:
@@ -111,10 +104,7 @@ class DiffSASRec(NeuralRecommender):
 
     def training_batches(self, train: Sequences, batch_size: int, rng):
         window = last_window(train, self.config.max_len)
-        window = window[(window > 0).any(axis=1)]
-        order = rng.permutation(len(window))
-        for start in range(0, len(order), batch_size):
-            clean = window[order[start : start + batch_size]]
+        for clean in shuffled_batches(window[(window > 0).any(axis=1)], batch_size, rng):
             t = rng.random(len(clean))
             p_mask = (1.0 - self.config.eps) * t + self.config.eps  # [B]
             masked = (rng.random(clean.shape) < p_mask[:, None]) & (clean > 0)
