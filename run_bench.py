@@ -71,6 +71,22 @@ def select(suite, args):
     return suite
 
 
+def apply_fallbacks(suite, data_root: Path, echo=print):
+    """Swap in a suite's declared fallback for each dataset whose files are absent, and say so."""
+    from datasets import dataset_available
+
+    datasets = []
+    for name in suite.datasets:
+        fallback = suite.fallbacks.get(name)
+        if fallback and not dataset_available(name, data_root):
+            echo(f"note: dataset '{name}' is not under the data root {data_root}; suite '{suite.name}' runs on "
+                 f"'{fallback}' instead. To use {name}, point --data-root or DRBENCH_DATA at a folder that has it, "
+                 f"or run: python run_bench.py --download {name}")
+            name = fallback
+        datasets.append(name)
+    return replace(suite, datasets=datasets)
+
+
 def command_suite(args) -> int:
     from dataclasses import asdict
 
@@ -80,8 +96,8 @@ def command_suite(args) -> int:
     from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
     from datasets import resolve_data_root
 
-    suite = select(load_suite(args.suite), args)
     data_root = resolve_data_root(args.data_root)
+    suite = apply_fallbacks(select(load_suite(args.suite), args), data_root)
     results_root = Path(args.results_dir)
     run = None
     if args.resume:

@@ -196,9 +196,12 @@ class SuiteConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     description: str = ""
     source: str = ""  # the file it was read from
+    # dataset -> dataset used instead, with a notice, when the first one's files are absent
+    # (lets a demo suite run on a fresh machine; never silent)
+    fallbacks: dict = field(default_factory=dict)
 
 
-SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources"}
+SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks"}
 MODEL_KEYS = {"model", "params", "training", "overrides"}
 
 
@@ -234,6 +237,9 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     seeds = _require_list(raw.get("seeds", [0]), "seeds", int)
     if not isinstance(raw["models"], dict) or not raw["models"]:
         raise DrbenchError(f"models in suite {source} must be a mapping of label -> {{model: NAME, params: {{...}}}}")
+    fallbacks = raw.get("fallbacks") or {}
+    if not isinstance(fallbacks, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in fallbacks.items()):
+        raise DrbenchError(f"fallbacks in suite {source} must map dataset names to dataset names, got {fallbacks!r}")
     training = dict(raw.get("training") or {})
     build_config(TrainConfig, training, "training")
     models = []
@@ -272,6 +278,7 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         training=training,
         resources=build_config(ResourcesConfig, raw.get("resources"), "resources"),
         source=source,
+        fallbacks=dict(fallbacks),
     )
 
 

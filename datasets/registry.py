@@ -250,13 +250,18 @@ def load_dataset(name: str, data_root: Path | str | None = None, preprocess_conf
     return data
 
 
+def dataset_available(name: str, root: Path) -> bool:
+    """False only for a registered dataset none of whose files is under the data root."""
+    entry = REGISTRY.get(name)
+    return entry is None or any((Path(root) / source.path).is_file() for source in entry.sources)
+
+
 def describe_datasets(root: Path) -> list[dict]:
     """Statistics of every registered dataset; a row with ``missing`` for absent ones."""
     rows = []
     for name in dataset_names():
-        entry = REGISTRY.get(name)
-        if entry is not None and not any((root / source.path).is_file() for source in entry.sources):
-            expected = entry.sources[0]
+        if not dataset_available(name, root):
+            expected = REGISTRY[name].sources[0]
             origin = f" (official: {expected.official.url})" if expected.official else ""
             rows.append({"name": name, "missing": f"put {root / expected.path}{origin}, "
                                                   f"or run: python run_bench.py --download {name}"})

@@ -72,7 +72,8 @@ def test_unknown_suite_name(capsys):
 def test_missing_data_file_names_path_and_source_before_creating_a_run(tmp_path, capsys):
     empty_root = tmp_path / "data"
     empty_root.mkdir()
-    code, _, err = run(capsys, "--suite", "smoke", "--data-root", str(empty_root), "--results-dir", str(tmp_path / "results"))
+    suite = write_suite(tmp_path, "name: x\ndatasets: [ml-100k]\nmodels: {a: {model: pop}}\n")
+    code, _, err = run(capsys, "--suite", suite, "--data-root", str(empty_root), "--results-dir", str(tmp_path / "results"))
     assert code == 2
     assert str(empty_root / "ml-100k" / "u.data") in err and "files.grouplens.org/datasets/movielens/ml-100k.zip" in err
     assert not (tmp_path / "results").exists()
@@ -124,3 +125,17 @@ def test_smoke_suite_sasrec_clearly_beats_pop(tmp_path, capsys):
     assert code == 0, err
     trials = pd.read_csv(next((tmp_path / "smoke").iterdir()) / "trials.csv").set_index("model")
     assert trials.loc["sasrec", "test_ndcg@10"] > 1.5 * trials.loc["pop", "test_ndcg@10"]
+
+
+def test_smoke_falls_back_to_synthetic_data_loudly_when_movielens_is_absent(tmp_path):
+    from bench.config import load_suite
+
+    lines = []
+    suite = run_bench.apply_fallbacks(load_suite("smoke"), tmp_path, echo=lines.append)
+    assert suite.datasets == ["synthetic"]
+    assert "dataset 'ml-100k' is not under the data root" in lines[0] and "runs on 'synthetic' instead" in lines[0]
+    present = tmp_path / "root" / "ml-100k"
+    present.mkdir(parents=True)
+    (present / "u.data").write_text("1\t2\t5\t100\n")
+    assert run_bench.apply_fallbacks(load_suite("smoke"), tmp_path / "root", echo=lines.append).datasets == ["ml-100k"]
+    assert len(lines) == 1
