@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
     parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
     parser.add_argument("--seeds", nargs="+", type=int, help="replace the suite's seeds")
+    parser.add_argument("--train-budget", type=float, metavar="MINUTES",
+                        help="cap every trial's training at MINUTES of wall-clock time (best validation checkpoint kept; "
+                             "recorded as training.max_minutes). For CPU runs of suites meant for a GPU")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                         help="continue an interrupted run (default: the latest run of the suite); finished trials are kept")
     parser.add_argument("--address", help="Ray cluster to use, e.g. auto or ray://host:10001 (default: start a local Ray)")
@@ -68,6 +71,12 @@ def select(suite, args):
         suite = replace(suite, datasets=list(args.datasets))
     if args.seeds:
         suite = replace(suite, seeds=list(args.seeds))
+    if args.train_budget is not None:
+        if args.train_budget <= 0:
+            raise DrbenchError(f"--train-budget must be a positive number of minutes, got {args.train_budget}")
+        budget = {"max_minutes": args.train_budget}
+        suite = replace(suite, training={**suite.training, **budget},
+                        models=[replace(m, training={**m.training, **budget}) for m in suite.models])
     return suite
 
 

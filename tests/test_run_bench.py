@@ -139,3 +139,14 @@ def test_smoke_falls_back_to_synthetic_data_loudly_when_movielens_is_absent(tmp_
     (present / "u.data").write_text("1\t2\t5\t100\n")
     assert run_bench.apply_fallbacks(load_suite("smoke"), tmp_path / "root", echo=lines.append).datasets == ["ml-100k"]
     assert len(lines) == 1
+
+
+def test_train_budget_caps_every_model_and_rejects_nonsense(tmp_path):
+    from bench.config import load_suite
+    from bench.tune_runner import trial_specs
+
+    suite = load_suite(write_suite(tmp_path, TINY_SUITE.replace("sasrec: {model: sasrec,", "sasrec: {model: sasrec, training: {max_minutes: 60},")))
+    args = run_bench.parse_args(["--suite", "x", "--train-budget", "1.5"])
+    assert {spec["training"]["max_minutes"] for spec in trial_specs(run_bench.select(suite, args))} == {1.5}
+    with pytest.raises(run_bench.DrbenchError, match="--train-budget must be a positive number of minutes"):
+        run_bench.select(suite, run_bench.parse_args(["--suite", "x", "--train-budget", "0"]))
