@@ -117,7 +117,7 @@ def command_suite(args) -> int:
             raise DrbenchError(f"--resume: {run.path} was started with other trials; rerun with the same --models/--datasets/--seeds, or start a new run")
         if not pending_specs(suite, run):
             print(f"all {len(suite_specs)} trials of {run.path} are already finished; nothing to run.")
-            print(terminal_table(run.write_tables()))
+            print(terminal_table(run.write_tables(), run.steps_frame()))
             return 0
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)
@@ -129,7 +129,7 @@ def command_suite(args) -> int:
     failures = run_suite(suite, run, splits, address=args.address, debug=args.debug)
     frame = run.trials_frame()
     print()
-    print(terminal_table(frame))
+    print(terminal_table(frame, run.steps_frame()))
     print(f"results: {run.path / 'results.md'} and {run.path / 'trials.csv'}")
     if failures:
         failed = frame[frame["status"] != "ok"]
@@ -185,7 +185,7 @@ def command_report(args) -> int:
     from bench.results import RunDir
 
     run = RunDir.open(Path(args.report))
-    print(terminal_table(run.write_tables()))
+    print(terminal_table(run.write_tables(), run.steps_frame()))
     return 0
 
 

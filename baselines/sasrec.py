@@ -137,12 +137,15 @@ class SequenceEncoder(nn.Module):
         self.max_len = max_len
         init_weights(self)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         # tokens: [B, L] left-padded, L <= max_len  ->  hidden states [B, L, d]
+        # condition: optional [B, d] added to every position's input (e.g. a diffusion timestep embedding)
         length = tokens.shape[1]
         keep = (tokens > 0).unsqueeze(-1).float()  # [B, L, 1]
         positions = torch.arange(self.max_len - length, self.max_len, device=tokens.device)
         x = self.item_embedding(tokens) * math.sqrt(self.item_embedding.embedding_dim) + self.position_embedding(positions)
+        if condition is not None:
+            x = x + condition.unsqueeze(1)
         x = self.embedding_dropout(x) * keep
         allowed = (tokens > 0)[:, None, None, :]  # [B, 1, 1, L] keys that are real items
         if self.causal:

@@ -179,6 +179,8 @@ class ModelSpec:
     params: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)  # dataset name -> {"params": {...}, "training": {...}}
+    # Diffusion models: after training once, also test with each of these numbers of denoising steps.
+    steps_sweep: list = field(default_factory=list)
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         override = self.overrides.get(dataset, {})
@@ -202,7 +204,7 @@ class SuiteConfig:
 
 
 SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks"}
-MODEL_KEYS = {"model", "params", "training", "overrides"}
+MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep"}
 
 
 def _require_list(value, where: str, item_type: type) -> list:
@@ -256,8 +258,11 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
             params=dict(entry.get("params") or {}),
             training=dict(entry.get("training") or {}),
             overrides=dict(entry.get("overrides") or {}),
+            steps_sweep=list(entry.get("steps_sweep") or []),
         )
         config_class = model_entry(spec.model).config_class
+        if spec.steps_sweep:
+            _check_steps_sweep(spec, config_class, label)
         for dataset in [None, *spec.overrides]:
             where = f"models.{label}" + (f".overrides.{dataset}" if dataset else "")
             if dataset is not None:
@@ -280,6 +285,19 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         source=source,
         fallbacks=dict(fallbacks),
     )
+
+
+def _check_steps_sweep(spec: ModelSpec, config_class: type, label: str) -> None:
+    where = f"models.{label}.steps_sweep"
+    if "steps" not in {f.name for f in dataclasses.fields(config_class)}:
+        raise DrbenchError(f"{where}: model '{spec.model}' has no denoising steps; remove steps_sweep or use a diffusion model")
+    _require_list(spec.steps_sweep, where, int)
+    if len(set(spec.steps_sweep)) != len(spec.steps_sweep):
+        raise DrbenchError(f"{where} lists a step count twice: {spec.steps_sweep}")
+    for dataset in [None, *spec.overrides]:
+        params = spec.for_dataset(dataset)[0] if dataset else spec.params
+        for steps in spec.steps_sweep:
+            build_config(config_class, {**params, "steps": steps}, f"{where} (steps={steps})")
 
 
 def load_suite(name_or_file: str) -> SuiteConfig:

@@ -9,6 +9,7 @@ only ever calls ``fit``, ``score`` and ``num_parameters``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -32,6 +33,24 @@ class FitSummary:
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)  # one entry per validation round
 
+    def followed_by(self, stage: "FitSummary", name: str, improved: bool) -> "FitSummary":
+        """This summary extended by a later training stage; epochs of the stage continue the count.
+
+        ``improved``: whether the stage's best checkpoint beat this one's (and was kept).
+        """
+        offset = self.epochs_run
+        history = self.history + [{**entry, "epoch": entry["epoch"] + offset, "stage": name} for entry in stage.history]
+        epochs = self.epochs_run + stage.epochs_run
+        train_time = self.train_time_s + stage.train_time_s
+        return FitSummary(
+            epochs_run=epochs,
+            best_epoch=stage.best_epoch + offset if improved else self.best_epoch,
+            train_time_s=train_time,
+            epoch_time_s=train_time / max(epochs, 1),
+            stopped_early=stage.stopped_early,
+            history=history,
+        )
+
 
 class Recommender(abc.ABC):
     """Scores the whole catalogue for a batch of users given their histories."""
@@ -50,6 +69,22 @@ class Recommender(abc.ABC):
 
         Returns [B, n_items + 1] scores, column = item id (column 0 is ignored).
         """
+
+    #: True for a model whose config field ``steps`` is its number of denoising
+    #: steps at inference: a run-time knob that a trial may sweep after one training run.
+    has_denoising_steps = False
+
+    @property
+    def inference_steps(self) -> int | None:
+        return self.config.steps if self.has_denoising_steps else None
+
+    def set_inference_steps(self, steps: int) -> None:
+        """Use ``steps`` denoising steps from now on (no retraining); the config checks the value."""
+        if not self.has_denoising_steps:
+            raise DrbenchError(f"model {type(self).__name__} has no denoising steps to set; steps_sweep applies to diffusion models")
+        config = dataclasses.replace(self.config, steps=steps)
+        config.validate()
+        self.config = config
 
     def num_parameters(self) -> int:
         return 0

@@ -63,7 +63,22 @@ def _generated_note(ok: pd.DataFrame) -> str:
     return f" (generated top-K lists: {', '.join(generated)})" if generated else ""
 
 
-def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool = False) -> str:
+STEPS_COLUMNS = {"test_ndcg@10": "NDCG@10", "test_hr@10": "HR@10", "latency_p50_ms": "ms/user (p50)",
+                 "latency_p95_ms": "ms/user (p95)", "users_per_s": "users/s"}
+
+
+def steps_rows(steps: pd.DataFrame) -> list[list[str]]:
+    """Quality and latency per number of denoising steps: mean ± std over seeds."""
+    rows = []
+    for (model, n_steps), group in steps.groupby(["model", "inference_steps"], sort=True):
+        row = [model, str(int(n_steps)), str(len(group))]
+        for column in STEPS_COLUMNS:
+            row.append(_mean_std(group[column]) if column.startswith("test_") else _cost(group[column].mean(), column))
+        rows.append(row)
+    return rows
+
+
+def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool = False, steps: pd.DataFrame | None = None) -> str:
     if frame.empty:
         return f"# {title}\n\nNo finished trials yet.\n"
     lines = [f"# {title}", ""]
@@ -83,11 +98,16 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool
         table = tabulate(rows, headers=headers, tablefmt="simple" if terminal else "github", disable_numparse=True,
                          colalign=("left",) + ("right",) * (len(headers) - 1))
         lines += [f"## {dataset}{protocol}", "", table, ""]
+        if steps is not None and not steps.empty and dataset in set(steps["dataset"]):
+            headers = ["model", "steps", "seeds", *STEPS_COLUMNS.values()]
+            table = tabulate(steps_rows(steps[steps["dataset"] == dataset]), headers=headers, tablefmt="simple" if terminal else "github",
+                             disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1))
+            lines += [f"### {dataset}: quality and latency per number of denoising steps (one training run each)", "", table, ""]
     best = "marked *" if terminal else "in bold"
     lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}.")
     return "\n".join(lines) + "\n"
 
 
-def terminal_table(frame: pd.DataFrame) -> str:
+def terminal_table(frame: pd.DataFrame, steps: pd.DataFrame | None = None) -> str:
     """The same tables, for the console."""
-    return results_markdown(frame, title="Results", terminal=True)
+    return results_markdown(frame, title="Results", terminal=True, steps=steps)

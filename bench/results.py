@@ -6,6 +6,8 @@ Layout of ``results/<suite>/<run-id>/``::
     trials/<key>.json     one finished trial (record + validation curve)
     trials/<key>.npz      its per-user test ranks
     trials.csv            one row per trial, regenerated from trials/
+    steps.csv             diffusion models' test metrics and latency per number of
+                          denoising steps (when a suite sweeps steps), idem
     results.md            the summary table, regenerated from trials/
 
 Every file is written to a temporary name and renamed into place, so a crash
@@ -133,17 +135,27 @@ class RunDir:
     def trials_frame(self) -> pd.DataFrame:
         rows = []
         for record in self.records():
-            row = {k: v for k, v in record.items() if k != "history"}
+            row = {k: v for k, v in record.items() if k not in ("history", "steps_sweep")}
             for nested in ("params", "training"):
                 if isinstance(row.get(nested), dict):
                     row[nested] = json.dumps(row[nested], sort_keys=True)
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def steps_frame(self) -> pd.DataFrame:
+        """One row per (trial, number of denoising steps) of the trials that swept steps."""
+        rows = []
+        for record in self.records():
+            for entry in record.get("steps_sweep") or []:
+                rows.append({key: record[key] for key in ("key", "dataset", "model", "seed")} | entry)
+        return pd.DataFrame(rows)
+
     def write_tables(self) -> pd.DataFrame:
         from bench.report import results_markdown
 
-        frame = self.trials_frame()
+        frame, steps = self.trials_frame(), self.steps_frame()
         atomic_write(self.path / "trials.csv", frame.to_csv(index=False))
-        atomic_write(self.path / "results.md", results_markdown(frame, title=f"Results of {self.path.name}"))
+        if not steps.empty:
+            atomic_write(self.path / "steps.csv", steps.to_csv(index=False))
+        atomic_write(self.path / "results.md", results_markdown(frame, title=f"Results of {self.path.name}", steps=steps))
         return frame

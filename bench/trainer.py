@@ -9,6 +9,7 @@ callable bound to the validation set; test data is out of its reach.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from typing import Callable
@@ -39,6 +40,12 @@ class Trainer:
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.on_validation = on_validation or (lambda record: None)
+
+    def with_epochs(self, epochs: int) -> "Trainer":
+        """The same trainer (same random stream, device, monitor) for a further stage of ``epochs`` epochs."""
+        stage = copy.copy(self)
+        stage.config = dataclasses.replace(self.config, epochs=epochs)
+        return stage
 
     def fit(self, model, train, validate: Callable[[object], dict]) -> FitSummary:
         config = self.config

@@ -26,7 +26,8 @@ def trial_key(dataset: str, label: str, seed: int) -> str:
     return f"{dataset}__{label}__seed{seed}"
 
 
-def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dict, training: dict, protocol: ProtocolConfig) -> dict:
+def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dict, training: dict, protocol: ProtocolConfig,
+                    steps_sweep: list[int] | tuple[int, ...] = ()) -> dict:
     """A JSON-serialisable description of one trial."""
     return {
         "key": trial_key(dataset, label, seed),
@@ -37,6 +38,7 @@ def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dic
         "params": params,
         "training": training,
         "protocol": asdict(protocol),
+        "steps_sweep": list(steps_sweep),
     }
 
 
@@ -82,6 +84,10 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     if not protocol.exclude_history:
         filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
     latency = measure_latency(model, split.test, device, k=max(protocol.ks))
+    arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
+    sweep = []
+    if spec.get("steps_sweep"):
+        sweep = steps_sweep(model, split, protocol, device, spec["steps_sweep"], test, latency, arrays)
     record = {
         "key": spec["key"],
         "dataset": spec["dataset"],
@@ -111,7 +117,30 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         **latency,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "inference_steps": model.inference_steps,
+        "steps_sweep": sweep,
         "history": summary.history,
     }
-    arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
     return record, arrays
+
+
+def steps_sweep(model, split: Split, protocol: ProtocolConfig, device, step_counts, test, latency, arrays) -> list[dict]:
+    """Test the trained model again with each number of denoising steps (no retraining).
+
+    Returns one entry per step count (test metrics and latency); per-user ranks
+    go into ``arrays`` as ``test_ranks_steps<N>``. The configured step count
+    reuses the main test. The model is left at its configured steps.
+    """
+    configured = model.inference_steps
+    results = []
+    for steps in step_counts:
+        if steps == configured:
+            result, timing = test, latency
+        else:
+            model.set_inference_steps(steps)
+            result = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
+            timing = measure_latency(model, split.test, device, k=max(protocol.ks))
+        results.append({"inference_steps": steps, **{f"test_{k}": v for k, v in result.metrics.items()}, **timing})
+        arrays[f"test_ranks_steps{steps}"] = result.ranks
+    model.set_inference_steps(configured)
+    return results

@@ -40,7 +40,8 @@ def trial_specs(suite: SuiteConfig) -> list[dict]:
             params = {**model_entry(spec.model).defaults_for(dataset_family(dataset)), **params}
             for seed in suite.seeds:
                 specs.append(
-                    make_trial_spec(dataset, spec.label, spec.model, seed, params, {**suite.training, **training}, suite.protocol)
+                    make_trial_spec(dataset, spec.label, spec.model, seed, params, {**suite.training, **training}, suite.protocol,
+                                    spec.steps_sweep)
                 )
     return specs
 

@@ -34,6 +34,10 @@ def test_valid_suite_parses_with_defaults():
         ({"protocol": {"monitor": "ndcg@50"}}, "protocol.monitor"),
         ({"seeds": ["a"]}, "seeds must be a non-empty list of int"),
         ({"models": {"s": {"model": "sasrec", "overrides": {"ml-1m": {"params": {"max_len": -1}}}}}}, "overrides.ml-1m.params.*max_len"),
+        ({"models": {"s": {"model": "sasrec", "steps_sweep": [1, 2]}}}, "steps_sweep: model 'sasrec' has no denoising steps"),
+        ({"models": {"d": {"model": "diffsasrec", "steps_sweep": [1, 1]}}}, "steps_sweep lists a step count twice"),
+        ({"models": {"d": {"model": "diffsasrec", "steps_sweep": [4, 0]}}}, r"steps_sweep \(steps=0\).*steps must be >= 1"),
+        ({"models": {"d": {"model": "diffsasrec", "steps_sweep": "1,2"}}}, "steps_sweep must be a non-empty list of int"),
     ],
 )
 def test_bad_suites_name_the_problem(changes, message):

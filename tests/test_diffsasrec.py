@@ -94,3 +94,50 @@ def test_diffsasrec_learns_planted_pattern_single_and_multi_step():
     assert single["test_hr@10"] > 0.85 and single["ranking"] == "full"
     assert multi["test_hr@10"] > 0.75 and multi["ranking"] == "generated"
     assert multi["test_hr@20"] == multi["test_hr@10"]  # a list of n_masks = 10 items
+
+
+def test_sft_batches_mask_only_the_last_item():
+    model = tiny(sft_epochs=1)
+    model._stage = "sft"
+    train = Sequences.from_lists([[1, 2, 3], [4], [5, 6]])
+    batch = next(iter(model.training_batches(train, 10, np.random.default_rng(0))))
+    rows = sorted(zip(batch["inputs"].tolist(), batch["labels"].tolist()))
+    # [4] alone has no history to predict from; windows are left-padded to max_len = 8
+    assert rows == [([0] * 6 + [5, 10], [0] * 7 + [6]), ([0] * 5 + [1, 2, 10], [0] * 7 + [3])]
+    assert batch["p_mask"].tolist() == [1.0, 1.0] and batch["n_real"].item() == 2
+
+
+class ScriptedTrainer:
+    """Stands in for bench.trainer.Trainer: each stage perturbs the weights and reports a scripted validation score."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+        self.stages = []
+
+    def with_epochs(self, epochs):
+        self.stages.append(epochs)
+        return self
+
+    def fit(self, model, train, validate):
+        from bench.models import FitSummary
+
+        with torch.no_grad():
+            model.encoder.item_embedding.weight.add_(1.0)
+        score = self.scores.pop(0)
+        history = [{"epoch": 1, "valid_ndcg@10": score, "best_valid": score}, {"epoch": 2, "valid_ndcg@10": score / 2, "best_valid": score}]
+        return FitSummary(epochs_run=2, best_epoch=1, train_time_s=1.0, history=history)
+
+
+@pytest.mark.parametrize("sft_score, kept_sft", [(0.6, True), (0.4, False)])
+def test_sft_stage_is_kept_only_when_it_beats_pretraining_on_validation(sft_score, kept_sft):
+    model = tiny(sft_epochs=3)
+    trainer = ScriptedTrainer([0.5, sft_score])
+    before = model.encoder.item_embedding.weight.detach().clone()
+    summary = model.fit(None, trainer, None)
+    assert trainer.stages == [3]
+    shift = (model.encoder.item_embedding.weight - before).mean().item()
+    assert shift == pytest.approx(2.0 if kept_sft else 1.0)  # pre-trained weights restored when SFT did not help
+    assert [h["epoch"] for h in summary.history] == [1, 2, 3, 4]
+    assert [h.get("stage") for h in summary.history] == [None, None, "sft", "sft"]
+    assert summary.epochs_run == 4 and summary.best_epoch == (3 if kept_sft else 1)
+    assert model._stage == "diffusion"

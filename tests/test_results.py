@@ -48,3 +48,23 @@ def test_only_successful_trials_count_as_finished_and_tables_rebuild(tmp_path):
 def test_latest_run_without_any_run_is_a_clear_error(tmp_path):
     with pytest.raises(DrbenchError, match="found no earlier run of suite 'smoke'"):
         RunDir.latest(tmp_path, "smoke")
+
+
+def test_steps_sweeps_become_their_own_table(tmp_path):
+    run = RunDir.create(tmp_path, "s", {"suite": "s"})
+    for seed, ndcg in ((0, 0.2), (1, 0.4)):
+        trial = record(f"d__diff__seed{seed}")
+        trial["steps_sweep"] = [
+            {"inference_steps": 1, "test_ndcg@10": ndcg / 2, "test_hr@10": 0.5, "latency_p50_ms": 1.0, "latency_p95_ms": 2.0, "users_per_s": 900.0},
+            {"inference_steps": 8, "test_ndcg@10": ndcg, "test_hr@10": 0.7, "latency_p50_ms": 4.0, "latency_p95_ms": 6.0, "users_per_s": 200.0},
+        ]
+        run.write_trial(trial)
+    run.write_trial(record("d__pop__seed0"))
+    frame = run.write_tables()
+    assert "steps_sweep" not in frame.columns
+    steps = run.steps_frame()
+    assert len(steps) == 4 and set(steps["inference_steps"]) == {1, 8}
+    assert (run.path / "steps.csv").is_file()
+    markdown = (run.path / "results.md").read_text()
+    assert "per number of denoising steps" in markdown
+    assert "| diff    |       1 |       2 | 0.1500 ± 0.0707 |" in markdown  # mean ± sample std of 0.1 and 0.2
