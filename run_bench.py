@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
     parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
     parser.add_argument("--seeds", nargs="+", type=int, help="replace the suite's seeds")
+    parser.add_argument("--tune", action="store_true",
+                        help="search hyperparameters on validation first (the suite's tune: section and bench/spaces.yaml), "
+                             "then retrain the best configuration of each model x dataset with every seed and test it")
     parser.add_argument("--train-budget", type=float, metavar="MINUTES",
                         help="cap every trial's training at MINUTES of wall-clock time (best validation checkpoint kept; "
                              "recorded as training.max_minutes). For CPU runs of suites meant for a GPU")
@@ -115,18 +118,28 @@ def command_suite(args) -> int:
         recorded = set(run.metadata().get("trial_keys", []))
         if recorded and not suite_specs <= recorded:
             raise DrbenchError(f"--resume: {run.path} was started with other trials; rerun with the same --models/--datasets/--seeds, or start a new run")
-        if not pending_specs(suite, run):
+        if bool(run.metadata().get("tuned")) != args.tune:
+            raise DrbenchError(f"--resume: {run.path} was started {'with' if not args.tune else 'without'} --tune; "
+                               f"resume it {'with' if not args.tune else 'without'} --tune too")
+        if not args.tune and not pending_specs(suite, run):
             print(f"all {len(suite_specs)} trials of {run.path} are already finished; nothing to run.")
             print(terminal_table(run.write_tables(), run.steps_frame()))
             return 0
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)
     if run is None:
-        metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "trial_keys": [s["key"] for s in trial_specs(suite)]}
+        metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "tuned": args.tune,
+                    "trial_keys": [s["key"] for s in trial_specs(suite)]}
         run = RunDir.create(results_root, suite.name, metadata)
     run.update_metadata(datasets=described)
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
-    failures = run_suite(suite, run, splits, address=args.address, debug=args.debug)
+    specs = None
+    if args.tune:
+        from bench.sweep import tuned_specs
+
+        specs = tuned_specs(suite, run, splits, args.address, args.debug, resume=bool(args.resume))
+        print(f"retraining the best configurations: {len(specs)} trial(s)")
+    failures = run_suite(suite, run, splits, address=args.address, debug=args.debug, specs=specs)
     frame = run.trials_frame()
     print()
     print(terminal_table(frame, run.steps_frame()))

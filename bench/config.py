@@ -170,6 +170,35 @@ def load_yaml(path: Path) -> dict:
     return loaded
 
 
+SWEEP_SEARCHES = ("random", "tpe")
+SWEEP_SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass
+class SweepConfig:
+    """The ``tune:`` section of a suite: how ``--tune`` searches hyperparameters per model x dataset."""
+
+    search: str = "tpe"  # "random" or "tpe" (Optuna's Tree-structured Parzen Estimator)
+    num_samples: int = 20  # configurations tried per model x dataset
+    time_budget_min: float | None = None  # wall-clock cap per model x dataset (None = none)
+    scheduler: str = "asha"  # "asha" stops weak configurations early; "fifo" runs all to the end
+    grace_period: int = 2  # validation rounds before ASHA may stop a configuration
+    reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+    seed: int = 0  # seed of the search and of every configuration it tries
+    seeds: list[int] = field(default_factory=list)  # seeds to retrain the best configuration with (default: the suite's)
+    spaces: dict = field(default_factory=dict)  # model label -> {"params.x" | "training.y": {sampler: args}}
+
+    def validate(self) -> None:
+        if self.search not in SWEEP_SEARCHES:
+            raise DrbenchError(f"tune.search must be one of {', '.join(SWEEP_SEARCHES)}, got '{self.search}'")
+        if self.scheduler not in SWEEP_SCHEDULERS:
+            raise DrbenchError(f"tune.scheduler must be one of {', '.join(SWEEP_SCHEDULERS)}, got '{self.scheduler}'")
+        if self.num_samples < 1 or self.grace_period < 1 or self.reduction_factor < 2:
+            raise DrbenchError("tune.num_samples and tune.grace_period must be >= 1 and tune.reduction_factor >= 2")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise DrbenchError(f"tune.time_budget_min must be > 0, got {self.time_budget_min}")
+
+
 @dataclass
 class ModelSpec:
     """One model entry of a suite: a registered model with its hyperparameters."""
@@ -198,12 +227,13 @@ class SuiteConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     description: str = ""
     source: str = ""  # the file it was read from
+    tune: SweepConfig = field(default_factory=SweepConfig)  # used by --tune only
     # dataset -> dataset used instead, with a notice, when the first one's files are absent
     # (lets a demo suite run on a fresh machine; never silent)
     fallbacks: dict = field(default_factory=dict)
 
 
-SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks"}
+SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune"}
 MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep"}
 
 
@@ -273,6 +303,15 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
             build_config(config_class, params, f"{where}.params")
             build_config(TrainConfig, {**training, **model_training}, f"{where}.training")
         models.append(spec)
+    sweep = build_config(SweepConfig, raw.get("tune"), "tune")
+    labels = {spec.label for spec in models}
+    unknown_spaces = sorted(set(sweep.spaces) - labels)
+    if unknown_spaces:
+        raise DrbenchError(f"tune.spaces: {', '.join(unknown_spaces)} not among the suite's models ({', '.join(sorted(labels))})")
+    from bench.sweep import search_space
+
+    for spec in models:
+        search_space(spec, sweep)  # checks every space now, before anything runs
     return SuiteConfig(
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
@@ -284,6 +323,7 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         resources=build_config(ResourcesConfig, raw.get("resources"), "resources"),
         source=source,
         fallbacks=dict(fallbacks),
+        tune=sweep,
     )
 
 

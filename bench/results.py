@@ -38,6 +38,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o644)  # mkstemp makes owner-only files; results are meant to be shared
         with os.fdopen(handle, "wb") as out:
             out.write(payload)
             out.flush()

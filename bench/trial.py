@@ -53,12 +53,10 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """Train, select on validation, test once. Returns (record, arrays).
+def fit_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None):
+    """Build the spec's model and train it with early stopping on validation; the test set is not touched.
 
-    ``record`` is one row for ``trials.csv`` (its ``history`` entry, the
-    validation curve, is kept in the trial's JSON only); ``arrays`` holds the
-    per-user test ranks (for significance tests and re-computing metrics).
+    Returns (model, summary, fit_seconds). Hyperparameter sweeps stop here.
     """
     protocol = build_config(ProtocolConfig, spec["protocol"], "protocol")
     training = build_config(TrainConfig, spec["training"], "training")
@@ -75,7 +73,19 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     trainer = Trainer(training, protocol.monitor, device, spec["seed"], on_validation)
     started = time.perf_counter()
     summary = model.fit(split.train, trainer, validate)
-    fit_seconds = time.perf_counter() - started
+    return model, summary, time.perf_counter() - started
+
+
+def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Train, select on validation, test once. Returns (record, arrays).
+
+    ``record`` is one row for ``trials.csv`` (its ``history`` entry, the
+    validation curve, is kept in the trial's JSON only); ``arrays`` holds the
+    per-user test ranks (for significance tests and re-computing metrics).
+    """
+    model, summary, fit_seconds = fit_trial(spec, split, on_validation)
+    protocol = build_config(ProtocolConfig, spec["protocol"], "protocol")
+    device = pick_device()
     best_valid = next((h for h in summary.history if h["epoch"] == summary.best_epoch), summary.history[-1] if summary.history else {})
     test = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
     # Papers differ on whether the user's own items are ranked ("filter seen"); the
@@ -102,8 +112,8 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "ranking": "generated" if generates_lists(model) else "full",
         "n_items": split.n_items,
         "n_test_users": len(split.test),
-        "params": asdict(params),
-        "training": asdict(training),
+        "params": asdict(model.config),
+        "training": asdict(build_config(TrainConfig, spec["training"], "training")),
         **{k: v for k, v in best_valid.items() if k.startswith("valid_")},
         **{f"test_{k}": v for k, v in test.metrics.items()},
         **{f"test_filtered_{k}": v for k, v in filtered.items() if not k.startswith("coverage")},

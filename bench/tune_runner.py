@@ -173,27 +173,16 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
     return CollectResults()
 
 
-def pending_specs(suite: SuiteConfig, run: RunDir) -> list[dict]:
-    """Trial specs of the suite that have no successful record in the run yet."""
+def pending_specs(suite: SuiteConfig, run: RunDir, specs: list[dict] | None = None) -> list[dict]:
+    """Trial specs (default: the suite's grid) that have no successful record in the run yet."""
     finished = run.finished_keys()
-    return [spec for spec in trial_specs(suite) if spec["key"] not in finished]
+    return [spec for spec in (specs if specs is not None else trial_specs(suite)) if spec["key"] not in finished]
 
 
-def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address: str | None = None,
-              debug: bool = False, echo=print) -> int:
-    """Run every unfinished trial of the suite; returns the number of failed trials."""
+def start_ray(address: str | None, debug: bool) -> None:
+    """Connect to (or start) Ray, shipping the project to the workers as the working_dir."""
     import ray
-    from ray import tune
 
-    total = len(trial_specs(suite))
-    pending = pending_specs(suite, run)
-    already_done = total - len(pending)
-    if not pending:
-        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
-        run.write_tables()
-        return 0
-    if already_done:
-        echo(f"resuming {run.path}: {already_done} of {total} trials already finished, {len(pending)} to run")
     ray.init(
         address=address,
         runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
@@ -202,6 +191,24 @@ def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address
         log_to_driver=debug,
         ignore_reinit_error=True,
     )
+
+
+def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address: str | None = None,
+              debug: bool = False, echo=print, specs: list[dict] | None = None) -> int:
+    """Run every unfinished trial (default: the suite's grid, else ``specs``); returns the number of failed trials."""
+    import ray
+    from ray import tune
+
+    total = len(specs if specs is not None else trial_specs(suite))
+    pending = pending_specs(suite, run, specs)
+    already_done = total - len(pending)
+    if not pending:
+        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
+        run.write_tables()
+        return 0
+    if already_done:
+        echo(f"resuming {run.path}: {already_done} of {total} trials already finished, {len(pending)} to run")
+    start_ray(address, debug)
     try:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         resources = {"cpu": suite.resources.cpus_per_trial, "gpu": suite.resources.gpus_per_trial if has_gpu else 0}
