@@ -177,12 +177,13 @@ def command_list_models(args) -> int:
 
     from bench.models import model_entry, model_names
 
+    width = max(map(len, model_names()))
     for name in model_names():
         entry = model_entry(name)
         defaults = ", ".join(f"{f.name}={f.default!r}" for f in fields(entry.config_class))
-        print(f"{name:12s} {defaults or '(no hyperparameters)'}")
+        print(f"{name:{width}s}  {defaults or '(no hyperparameters)'}")
         for family, values in entry.family_defaults.items():
-            print(f"{'':12s}   on {family}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+            print(f"{'':{width}s}    on {family}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
     return 0
 
 

@@ -135,6 +135,8 @@ class TimestepSampler:
         if self.name == "uniform" or (self.counts < self.losses.shape[1]).any():
             return np.full(self.n_steps, 1.0 / self.n_steps)
         weights = np.sqrt((self.losses**2).mean(axis=1))
+        if weights.sum() == 0.0:  # every recorded loss underflowed to 0: nothing to favour, and 0/0 would be NaN
+            return np.full(self.n_steps, 1.0 / self.n_steps)
         weights = weights / weights.sum()
         return weights * (1.0 - self.uniform_prob) + self.uniform_prob / self.n_steps
 

@@ -1,6 +1,13 @@
-"""Where the tests find real data: the data root the harness itself would use."""
+"""Shared test settings, and where the tests find real data: the data root the harness itself would use."""
+
+import torch
 
 from datasets import resolve_data_root
+
+# The test models are tiny: a second intra-op thread only waits, and on a busy
+# machine it waits a lot (a planted-pattern training took 30x longer with 2
+# threads while a benchmark ran on both cores). Trials under Ray get 1 CPU each too.
+torch.set_num_threads(1)
 
 # $DRBENCH_DATA, else ../shared/data next to the repository (the CI mirror), else the user cache.
 MIRROR = resolve_data_root()
