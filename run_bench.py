@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     action.add_argument("--list-datasets", action="store_true", help="print statistics of every dataset found under the data root")
     action.add_argument("--list-models", action="store_true", help="print the registered models and their default hyperparameters")
     action.add_argument("--download", metavar="DATASET", help="download a dataset's official files into the data root (checksum-verified)")
-    action.add_argument("--report", metavar="RUN_DIR", help="rebuild trials.csv and results.md of a finished run without rerunning anything")
+    action.add_argument("--report", metavar="RUN_DIR", help="rebuild the tables (trials.csv, results.md) and the paper report (report/: accuracy with significance, efficiency, published numbers, figures) of a run from its saved trials, without rerunning anything")
     parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
     parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
     parser.add_argument("--seeds", nargs="+", type=int, help="replace the suite's seeds")
@@ -144,6 +144,7 @@ def command_suite(args) -> int:
     print()
     print(terminal_table(frame, run.steps_frame()))
     print(f"results: {run.path / 'results.md'} and {run.path / 'trials.csv'}")
+    print_report(run)
     if failures:
         failed = frame[frame["status"] != "ok"]
         print(f"\n{failures} trial(s) failed:", file=sys.stderr)
@@ -194,12 +195,21 @@ def command_download(args) -> int:
     return 0
 
 
+def print_report(run) -> None:
+    """Paper tables and figures into <run>/report/ (see bench/paper.py)."""
+    from bench.paper import write_report
+
+    out = write_report(run)
+    print(f"report (tables in Markdown, LaTeX and CSV; figures in PNG and PDF): {out / 'report.md'}")
+
+
 def command_report(args) -> int:
     from bench.report import terminal_table
     from bench.results import RunDir
 
     run = RunDir.open(Path(args.report))
     print(terminal_table(run.write_tables(), run.steps_frame()))
+    print_report(run)
     return 0
 
 

@@ -199,6 +199,34 @@ class SweepConfig:
             raise DrbenchError(f"tune.time_budget_min must be > 0, got {self.time_budget_min}")
 
 
+REPORT_LAYOUTS = ("models_as_rows", "metrics_as_rows")
+REPORT_METRICS = ("hr", "ndcg", "mrr")
+
+
+@dataclass
+class ReportConfig:
+    """The ``report:`` section of a suite: how paper tables are laid out (``--report`` and the end of a run)."""
+
+    metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10", "hr@20", "ndcg@20"])
+    scale: float = 1.0  # 100 prints metrics as percentages, as many papers do
+    layout: str = "models_as_rows"  # "metrics_as_rows": one row per dataset x metric, one column per model
+    significance_alpha: float = 0.05
+    published: str = ""  # a source in bench/published.yaml to print beside the measured numbers
+    published_models: dict = field(default_factory=dict)  # model label -> the source's model name
+
+    def validate(self) -> None:
+        if self.layout not in REPORT_LAYOUTS:
+            raise DrbenchError(f"report.layout must be one of {', '.join(REPORT_LAYOUTS)}, got '{self.layout}'")
+        for metric in self.metrics:
+            name, _, k = metric.partition("@")
+            if name not in REPORT_METRICS or not k.isdigit():
+                raise DrbenchError(f"report.metrics: '{metric}' is not NAME@K with NAME one of {', '.join(REPORT_METRICS)}")
+        if self.scale <= 0 or not 0 < self.significance_alpha < 1:
+            raise DrbenchError("report.scale must be > 0 and report.significance_alpha in (0, 1)")
+        if self.published_models and not self.published:
+            raise DrbenchError("report.published_models needs report.published (a source in bench/published.yaml)")
+
+
 @dataclass
 class ModelSpec:
     """One model entry of a suite: a registered model with its hyperparameters."""
@@ -228,12 +256,13 @@ class SuiteConfig:
     description: str = ""
     source: str = ""  # the file it was read from
     tune: SweepConfig = field(default_factory=SweepConfig)  # used by --tune only
+    report: ReportConfig = field(default_factory=ReportConfig)
     # dataset -> dataset used instead, with a notice, when the first one's files are absent
     # (lets a demo suite run on a fresh machine; never silent)
     fallbacks: dict = field(default_factory=dict)
 
 
-SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune"}
+SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune", "report"}
 MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep"}
 
 
@@ -308,6 +337,9 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     unknown_spaces = sorted(set(sweep.spaces) - labels)
     if unknown_spaces:
         raise DrbenchError(f"tune.spaces: {', '.join(unknown_spaces)} not among the suite's models ({', '.join(sorted(labels))})")
+    report = build_config(ReportConfig, raw.get("report"), "report")
+    protocol = build_config(ProtocolConfig, raw.get("protocol"), "protocol")
+    _check_report(report, protocol, labels)
     from bench.sweep import search_space
 
     for spec in models:
@@ -318,13 +350,27 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         datasets=datasets,
         seeds=seeds,
         models=models,
-        protocol=build_config(ProtocolConfig, raw.get("protocol"), "protocol"),
+        protocol=protocol,
         training=training,
         resources=build_config(ResourcesConfig, raw.get("resources"), "resources"),
         source=source,
         fallbacks=dict(fallbacks),
         tune=sweep,
+        report=report,
     )
+
+
+def _check_report(report: ReportConfig, protocol: ProtocolConfig, labels: set[str]) -> None:
+    missing_k = sorted({m for m in report.metrics if int(m.partition("@")[2]) not in protocol.ks})
+    if missing_k:
+        raise DrbenchError(f"report.metrics {', '.join(missing_k)}: their K is not in protocol.ks {list(protocol.ks)}")
+    unknown = sorted(set(report.published_models) - labels)
+    if unknown:
+        raise DrbenchError(f"report.published_models: {', '.join(unknown)} not among the suite's models ({', '.join(sorted(labels))})")
+    if report.published:
+        from bench.published import load_source
+
+        load_source(report.published)
 
 
 def _check_steps_sweep(spec: ModelSpec, config_class: type, label: str) -> None:

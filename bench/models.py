@@ -39,7 +39,9 @@ class FitSummary:
         ``improved``: whether the stage's best checkpoint beat this one's (and was kept).
         """
         offset = self.epochs_run
-        history = self.history + [{**entry, "epoch": entry["epoch"] + offset, "stage": name} for entry in stage.history]
+        history = self.history + [{**entry, "epoch": entry["epoch"] + offset, "stage": name,
+                                   **({"train_time_s": entry["train_time_s"] + self.train_time_s} if "train_time_s" in entry else {})}
+                                  for entry in stage.history]
         epochs = self.epochs_run + stage.epochs_run
         train_time = self.train_time_s + stage.train_time_s
         return FitSummary(

@@ -78,7 +78,8 @@ class Trainer:
                 continue
             metrics = validate(model)
             score = metrics[self.monitor]
-            record = {"epoch": epoch, "loss": total_loss / max(n_batches, 1), **{f"valid_{k}": v for k, v in metrics.items()}}
+            record = {"epoch": epoch, "loss": total_loss / max(n_batches, 1), "train_time_s": train_seconds,
+                      **{f"valid_{k}": v for k, v in metrics.items()}}
             summary.history.append(record)
             if score > best_score:
                 best_score, rounds_without_gain = score, 0

@@ -118,13 +118,26 @@ def test_tiny_suite_runs_through_ray_and_resume_redoes_nothing(tmp_path, capsys)
     assert code == 0 and "already finished; nothing to run" in out
     assert len(pd.read_csv(runs[0] / "trials.csv")) == 2
 
+    (runs[0] / "report" / "accuracy.md").unlink()
+    code, out, _ = run(capsys, "--report", str(runs[0]))
+    assert code == 0 and "report.md" in out
+    assert (runs[0] / "report" / "accuracy.md").is_file() and (runs[0] / "report" / "metrics.png").is_file()
+
 
 @pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")
-def test_smoke_suite_sasrec_clearly_beats_pop(tmp_path, capsys):
+def test_smoke_suite_runs_every_model_and_sasrec_clearly_beats_pop(tmp_path, capsys):
+    from bench.models import model_names
+
     code, out, err = run(capsys, "--suite", "smoke", "--results-dir", str(tmp_path))
     assert code == 0, err
-    trials = pd.read_csv(next((tmp_path / "smoke").iterdir()) / "trials.csv").set_index("model")
+    run_dir = next((tmp_path / "smoke").iterdir())
+    trials = pd.read_csv(run_dir / "trials.csv").set_index("model")
+    assert set(trials["model_type"]) == set(model_names()) and (trials["status"] == "ok").all()
     assert trials.loc["sasrec", "test_ndcg@10"] > 1.5 * trials.loc["pop", "test_ndcg@10"]
+    steps = pd.read_csv(run_dir / "steps.csv")
+    assert set(steps["model"]) == {"diffsasrec-tiny", "diffurec-tiny", "uniform-diffusion-tiny"}
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Accuracy" in report and "## Efficiency" in report and "![pareto](pareto.png)" in report
 
 
 def test_smoke_falls_back_to_synthetic_data_loudly_when_movielens_is_absent(tmp_path):

@@ -1,0 +1,116 @@
+"""Paper tables from a hand-made run directory (no training): placement marks, daggers, efficiency, published gaps."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.config import ReportConfig
+from bench.metrics import summarize
+from bench.paper import (accuracy_frame, accuracy_latex, accuracy_markdown, accuracy_table, efficiency_frame, published_frame,
+                         published_markdown, suite_order, write_report)
+from bench.published import PublishedSource, load_source
+from bench.results import RunDir
+
+N_ITEMS, N_USERS = 50, 400
+
+
+def _record(model, model_type, seed, ranks, steps_sweep=()):
+    top = np.zeros((len(ranks), 20), dtype=np.int32)
+    metrics = summarize(ranks, top, [10, 20], N_ITEMS)
+    return {
+        "key": f"toy__{model}__seed{seed}", "dataset": "toy", "model": model, "model_type": model_type, "seed": seed,
+        "status": "ok", "error": "", "split": "loo", "split_fingerprint": "abc", "exclude_history": False, "ranking": "full",
+        "n_items": N_ITEMS, "n_test_users": len(ranks), **{f"test_{k}": v for k, v in metrics.items()},
+        "epochs_run": 4, "best_epoch": 2, "train_time_s": 4.0, "epoch_time_s": 1.0, "num_parameters": 1000,
+        "latency_p50_ms": 1.0, "latency_p95_ms": 2.0, "users_per_s": 100.0, "inference_steps": 8 if steps_sweep else None,
+        "steps_sweep": list(steps_sweep),
+        "history": [{"epoch": 2, "train_time_s": 2.5, "valid_ndcg@10": 0.1}, {"epoch": 4, "train_time_s": 4.0, "valid_ndcg@10": 0.09}],
+    }
+
+
+@pytest.fixture
+def run(tmp_path):
+    rng = np.random.default_rng(0)
+    run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "models": [{"label": m} for m in ("pop", "sasrec", "diffurec")],
+                                                     "protocol": {"monitor": "ndcg@10"}}})
+    users = np.arange(N_USERS, dtype=np.int32)
+    for seed in (0, 1):
+        base = rng.integers(1, 40, N_USERS)
+        ranks = {"pop": base + 10, "sasrec": base + 3, "diffurec": np.maximum(base - 2, 1)}
+        for model, model_type in (("pop", "pop"), ("sasrec", "sasrec"), ("diffurec", "diffurec")):
+            sweep = ()
+            if model == "diffurec":
+                sweep = [{"inference_steps": s, "test_ndcg@10": 0.1 * s, "test_hr@10": 0.2, "latency_p50_ms": float(s),
+                          "latency_p95_ms": 2.0 * s, "users_per_s": 100.0 / s} for s in (1, 8)]
+            run.write_trial(_record(model, model_type, seed, ranks[model], sweep), {"test_users": users, "test_ranks": ranks[model].astype(np.int32)})
+    run.write_trial({"key": "toy__broken__seed0", "dataset": "toy", "model": "broken", "model_type": "sasrec", "seed": 0,
+                     "status": "failed", "error": "training loss became nan"})
+    return run
+
+
+def test_accuracy_table_marks_best_second_and_significant_improvement(run):
+    frame = run.trials_frame()
+    table = accuracy_table(run, frame, ReportConfig(metrics=["hr@10", "ndcg@10"]))
+    assert table.baselines == {"pop", "sasrec"}
+    assert table.cell("toy", "diffurec", "ndcg@10").place == 1 and table.cell("toy", "sasrec", "ndcg@10").place == 2
+    assert table.cell("toy", "pop", "ndcg@10").place == 0
+    assert table.cell("toy", "diffurec", "ndcg@10").significant  # consistently better ranks for 400 users
+    assert not table.cell("toy", "sasrec", "ndcg@10").significant  # baselines are never tested
+    assert [c.reference for c in table.comparisons] == ["sasrec", "sasrec"]
+    markdown = accuracy_markdown(table, ReportConfig(metrics=["hr@10", "ndcg@10"]))
+    diffurec_row = next(line for line in markdown.splitlines() if line.startswith("| diffurec"))
+    assert "**" in diffurec_row and "†" in diffurec_row and "±" in diffurec_row
+    assert "<u>" in next(line for line in markdown.splitlines() if line.startswith("| sasrec"))
+    assert "Wilcoxon" in markdown and "Holm" in markdown
+    assert "toy__broken__seed0" in markdown and "nan" in markdown  # failed trials are listed, not hidden
+    latex = accuracy_latex(table, ReportConfig(metrics=["hr@10", "ndcg@10"]))
+    assert r"\toprule" in latex and r"\textbf{" in latex and r"\underline{" in latex and r"$^\dagger$" in latex
+    tidy = accuracy_frame(table)
+    assert set(tidy["metric"]) == {"hr@10", "ndcg@10"} and tidy["significant"].sum() == 2
+
+
+def test_metrics_as_rows_layout_and_percentages(run):
+    config = ReportConfig(metrics=["hr@10", "ndcg@10"], scale=100, layout="metrics_as_rows")
+    table = accuracy_table(run, run.trials_frame(), config)
+    markdown = accuracy_markdown(table, config)
+    header = markdown.splitlines()[0]
+    assert "dataset" in header and "diffurec" in header and "sasrec" in header
+    mean = table.cell("toy", "pop", "hr@10").mean
+    assert f"{mean * 100:.2f}" in markdown and "(×100)" in markdown
+
+
+def test_efficiency_has_one_row_per_step_count_and_time_to_best_epoch(run):
+    rows = efficiency_frame(run, run.trials_frame(), run.steps_frame())
+    diffurec = rows[rows["model"] == "diffurec"]
+    assert sorted(diffurec["steps"]) == [1, 8]
+    assert diffurec.set_index("steps").loc[8, "latency_p50_ms"] == pytest.approx(8.0)
+    assert rows.set_index("model").loc["sasrec", "time_to_best_s"] == pytest.approx(2.5)  # from the history, not epochs x mean
+
+
+def test_published_gap_is_relative_to_the_published_value(run):
+    table = accuracy_table(run, run.trials_frame(), ReportConfig(metrics=["ndcg@10"]))
+    measured = table.cell("toy", "diffurec", "ndcg@10").mean
+    source = PublishedSource("src", "A paper.", "loo", "by hand", {"toy": {"PaperName": {"ndcg@10": measured / 2}}})
+    rows = published_frame(table, source, {"diffurec": "PaperName", "sasrec": "NotInSource"})
+    assert len(rows) == 1 and rows["gap"].iloc[0] == pytest.approx(1.0)
+    assert "+100.0%" in published_markdown(rows, source, 1.0)
+
+
+def test_published_sources_load_on_the_unit_scale():
+    diffurec = load_source("diffurec-tois2023")
+    assert diffurec.value("amazon-beauty", "DiffuRec", "ndcg@10") == pytest.approx(0.0475)
+    assert diffurec.value("amazon-beauty", "DiffuRec", "hr@5") is None
+
+
+def test_suite_order_follows_the_suite_file(run):
+    frame = suite_order(run, run.trials_frame())
+    assert list(dict.fromkeys(frame["model"])) == ["pop", "sasrec", "diffurec", "broken"]
+
+
+def test_write_report_writes_tables_and_figures(run):
+    out = write_report(run)
+    for name in ("report.md", "accuracy.md", "accuracy.tex", "accuracy.csv", "efficiency.md", "efficiency.tex", "efficiency.csv",
+                 "metrics.png", "metrics.pdf", "pareto.png", "steps.png", "validation.png"):
+        assert (out / name).is_file(), name
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert pd.read_csv(out / "accuracy.csv")["significant"].any()
