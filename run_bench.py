@@ -124,6 +124,7 @@ def command_suite(args) -> int:
         if not args.tune and not pending_specs(suite, run):
             print(f"all {len(suite_specs)} trials of {run.path} are already finished; nothing to run.")
             print(terminal_table(run.write_tables(), run.steps_frame()))
+            print_report(run)
             return 0
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)

@@ -130,7 +130,7 @@ def _cell_latex(cell: Cell | None, scale: float) -> str:
     return text + (r"$^\dagger$" if cell.significant else "")
 
 
-def caption(table: AccuracyTable, config: ReportConfig) -> str:
+def caption(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
     seeds = sorted({c.n_seeds for c in table.cells.values()})
     unit = " (×100)" if config.scale == 100 else ""
     spread = "one seed, so no std" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"
@@ -139,22 +139,46 @@ def caption(table: AccuracyTable, config: ReportConfig) -> str:
     if table.comparisons:
         text += (f" † marks a significant improvement over the best baseline ({', '.join(sorted(table.baselines))}) by a "
                  + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha) + ".")
+    if published is not None and config.layout == "metrics_as_rows":
+        text += (f" (paper) columns: published by {published[0].citation} gap = (measured − published) / published;"
+                 " – where the source reports no value.")
     return text
 
 
-def accuracy_markdown(table: AccuracyTable, config: ReportConfig) -> str:
+def published_columns(table: AccuracyTable, published: tuple[PublishedSource, dict] | None, scale: float, dataset: str,
+                      metric: str) -> list[tuple[str, str]]:
+    """(header, text) pairs beside a dataset x metric row: each mapped model's published value and our relative gap to it."""
+    if published is None:
+        return []
+    source, models = published
+    columns = []
+    for label, paper_name in models.items():
+        value = source.value(dataset, paper_name, metric)
+        cell = table.cell(dataset, label, metric)
+        gap = "–" if value is None or cell is None else f"{(cell.mean - value) / value:+.1%}"
+        columns += [(f"{paper_name} (paper)", "–" if value is None else _number(value, scale)), (f"gap {label}", gap)]
+    return columns
+
+
+def accuracy_markdown(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
+    """The accuracy table; in the metrics-as-rows layout, ``published`` = (source, {label: source name}) adds paper columns."""
     labels = [metric_label(m) for m in table.metrics]
     blocks = []
     if config.layout == "metrics_as_rows":
-        rows = [[dataset if i == 0 else "", label, *[_cell_markdown(table.cell(dataset, model, metric), config.scale) for model in table.models]]
-                for dataset in table.datasets for i, (metric, label) in enumerate(zip(table.metrics, labels))]
-        blocks.append(tabulate(rows, headers=["dataset", "metric", *table.models], tablefmt="github", disable_numparse=True))
+        rows, extra = [], []
+        for dataset in table.datasets:
+            for i, (metric, label) in enumerate(zip(table.metrics, labels)):
+                extra = published_columns(table, published, config.scale, dataset, metric)
+                rows.append([dataset if i == 0 else "", label, *[_cell_markdown(table.cell(dataset, model, metric), config.scale) for model in table.models],
+                             *[text for _, text in extra]])
+        headers = ["dataset", "metric", *table.models, *[header for header, _ in extra]]
+        blocks.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     else:
         for dataset in table.datasets:
             rows = [[model, *[_cell_markdown(table.cell(dataset, model, metric), config.scale) for metric in table.metrics]]
                     for model in table.models if any(table.cell(dataset, model, m) for m in table.metrics)]
             blocks.append(f"**{dataset}**\n\n" + tabulate(rows, headers=["model", *labels], tablefmt="github", disable_numparse=True))
-    text = "\n\n".join(blocks) + f"\n\n{caption(table, config)}\n"
+    text = "\n\n".join(blocks) + f"\n\n{caption(table, config, published)}\n"
     return text + _failed_note(table)
 
 
@@ -179,17 +203,20 @@ def _latex_text(text: str) -> str:
     return text
 
 
-def accuracy_latex(table: AccuracyTable, config: ReportConfig) -> str:
+def accuracy_latex(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
     labels = [metric_label(m) for m in table.metrics]
     lines = [r"\begin{table}[t]", r"\centering", r"\small"]
     if config.layout == "metrics_as_rows":
-        lines += [rf"\begin{{tabular}}{{ll{'r' * len(table.models)}}}", r"\toprule",
-                  " & ".join(["Dataset", "Metric", *map(_latex_escape, table.models)]) + r" \\", r"\midrule"]
+        extra = published_columns(table, published, config.scale, table.datasets[0], table.metrics[0])
+        lines += [rf"\begin{{tabular}}{{ll{'r' * (len(table.models) + len(extra))}}}", r"\toprule",
+                  " & ".join(["Dataset", "Metric", *map(_latex_escape, table.models), *[_latex_escape(h) for h, _ in extra]]) + r" \\",
+                  r"\midrule"]
         for d, dataset in enumerate(table.datasets):
             if d:
                 lines.append(r"\midrule")
             for i, (metric, label) in enumerate(zip(table.metrics, labels)):
                 cells = [_cell_latex(table.cell(dataset, model, metric), config.scale) for model in table.models]
+                cells += [_latex_text(text) for _, text in published_columns(table, published, config.scale, dataset, metric)]
                 lines.append(" & ".join([_latex_escape(dataset) if i == 0 else "", label, *cells]) + r" \\")
     else:
         n = len(table.metrics)
@@ -200,7 +227,7 @@ def accuracy_latex(table: AccuracyTable, config: ReportConfig) -> str:
         for model in table.models:
             cells = [_cell_latex(table.cell(dataset, model, metric), config.scale) for dataset in table.datasets for metric in table.metrics]
             lines.append(" & ".join([_latex_escape(model), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_text(caption(table, config))}}}", r"\label{tab:accuracy}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_text(caption(table, config, published))}}}", r"\label{tab:accuracy}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -356,9 +383,11 @@ def write_report(run: RunDir) -> Path:
         atomic_write(out / "report.md", "# Report\n\nNo finished trials yet.\n")
         return out
     table = accuracy_table(run, frame, config)
-    accuracy_md = accuracy_markdown(table, config)
+    source = load_source(config.published) if config.published else None
+    published = (source, dict(config.published_models)) if source and config.published_models else None
+    accuracy_md = accuracy_markdown(table, config, published)
     atomic_write(out / "accuracy.md", accuracy_md)
-    atomic_write(out / "accuracy.tex", accuracy_latex(table, config))
+    atomic_write(out / "accuracy.tex", accuracy_latex(table, config, published))
     atomic_write(out / "accuracy.csv", accuracy_frame(table).to_csv(index=False))
     efficiency = efficiency_frame(run, frame, steps)
     efficiency_md = efficiency_markdown(efficiency)
@@ -366,12 +395,11 @@ def write_report(run: RunDir) -> Path:
     atomic_write(out / "efficiency.tex", efficiency_latex(efficiency))
     atomic_write(out / "efficiency.csv", efficiency.to_csv(index=False))
     sections = [f"# Report of {run.path.name}", "", "## Accuracy", "", accuracy_md, "## Efficiency", "", efficiency_md]
-    if config.published:
-        source = load_source(config.published)
-        published = published_frame(table, source, dict(config.published_models))
-        published_md = published_markdown(published, source, config.scale)
+    if source is not None:
+        published_rows = published_frame(table, source, dict(config.published_models))
+        published_md = published_markdown(published_rows, source, config.scale)
         atomic_write(out / "published.md", published_md)
-        atomic_write(out / "published.csv", published.to_csv(index=False))
+        atomic_write(out / "published.csv", published_rows.to_csv(index=False))
         sections += [f"## Measured vs published ({source.key})", "", published_md]
     monitor = (run.metadata().get("config") or {}).get("protocol", {}).get("monitor", "ndcg@10")
     figures = write_plots(frame, steps, run.records(), monitor, out)

@@ -263,10 +263,13 @@ class UniformDiffusion(NeuralRecommender):
             t = torch.full((len(tokens),), level, dtype=torch.long, device=tokens.device)
             states = self.encoder(tokens, self.condition(t))  # [B, L, d]
             flagged = self.noise_head(states[:, 1:]).squeeze(-1) > 0.0  # probability > 0.5, positions 1..L-1
-            proposal = self.logits(states[:, :-1]).argmax(-1)  # [B, L-1]: prediction for position i from i - 1
             # a position is replaced only if it and its predecessor are real items
-            replace = flagged & (tokens[:, 1:] > 0) & (tokens[:, :-1] > 0)
-            tokens = torch.cat([tokens[:, :1], torch.where(replace, proposal, tokens[:, 1:])], dim=1)
+            replace = flagged & (tokens[:, 1:] > 0) & (tokens[:, :-1] > 0)  # [B, L-1]
+            # The prediction for position i comes from position i - 1; catalogue logits are
+            # computed only where a replacement happens (the costly part of a step).
+            rest = tokens[:, 1:].clone()
+            rest[replace] = self.logits(states[:, :-1][replace]).argmax(-1)
+            tokens = torch.cat([tokens[:, :1], rest], dim=1)
         return tokens
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:

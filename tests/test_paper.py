@@ -96,6 +96,22 @@ def test_published_gap_is_relative_to_the_published_value(run):
     assert "+100.0%" in published_markdown(rows, source, 1.0)
 
 
+def test_paper_layout_puts_published_numbers_and_gaps_beside_each_row(run):
+    config = ReportConfig(metrics=["hr@10", "ndcg@10"], scale=100, layout="metrics_as_rows")
+    table = accuracy_table(run, run.trials_frame(), config)
+    measured = table.cell("toy", "diffurec", "ndcg@10").mean
+    source = PublishedSource("src", "A paper.", "loo", "by hand", {"toy": {"PaperName": {"ndcg@10": measured / 2}}})
+    markdown = accuracy_markdown(table, config, (source, {"diffurec": "PaperName"}))
+    lines = markdown.splitlines()
+    assert "PaperName (paper)" in lines[0] and "gap diffurec" in lines[0]
+    ndcg_row = next(line for line in lines if "NDCG@10" in line)
+    assert f"{measured / 2 * 100:.2f}" in ndcg_row and "+100.0%" in ndcg_row
+    hr_row = next(line for line in lines if "HR@10" in line)
+    assert hr_row.rstrip(" |").endswith("–")  # the source reports no HR@10: no number is invented
+    latex = accuracy_latex(table, config, (source, {"diffurec": "PaperName"}))
+    assert "PaperName (paper)" in latex and r"+100.0\%" in latex
+
+
 def test_published_sources_load_on_the_unit_scale():
     diffurec = load_source("diffurec-tois2023")
     assert diffurec.value("amazon-beauty", "DiffuRec", "ndcg@10") == pytest.approx(0.0475)
