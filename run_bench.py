@@ -87,16 +87,16 @@ def apply_fallbacks(suite, data_root: Path, echo=print):
     """Swap in a suite's declared fallback for each dataset whose files are absent, and say so."""
     from datasets import dataset_available
 
-    datasets = []
+    renamed = {}
     for name in suite.datasets:
         fallback = suite.fallbacks.get(name)
         if fallback and not dataset_available(name, data_root):
             echo(f"note: dataset '{name}' is not under the data root {data_root}; suite '{suite.name}' runs on "
                  f"'{fallback}' instead. To use {name}, point --data-root or DRBENCH_DATA at a folder that has it, "
                  f"or run: python run_bench.py --download {name}")
-            name = fallback
-        datasets.append(name)
-    return replace(suite, datasets=datasets)
+            renamed[name] = fallback
+    models = [replace(m, datasets=[renamed.get(d, d) for d in m.datasets]) for m in suite.models]
+    return replace(suite, datasets=[renamed.get(d, d) for d in suite.datasets], models=models)
 
 
 def command_suite(args) -> int:

@@ -238,6 +238,10 @@ class ModelSpec:
     overrides: dict = field(default_factory=dict)  # dataset name -> {"params": {...}, "training": {...}}
     # Diffusion models: after training once, also test with each of these numbers of denoising steps.
     steps_sweep: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)  # only these of the suite's datasets (empty = all)
+
+    def runs_on(self, dataset: str) -> bool:
+        return not self.datasets or dataset in self.datasets
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         override = self.overrides.get(dataset, {})
@@ -263,7 +267,7 @@ class SuiteConfig:
 
 
 SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune", "report"}
-MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep"}
+MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep", "datasets"}
 
 
 def _require_list(value, where: str, item_type: type) -> list:
@@ -318,7 +322,11 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
             training=dict(entry.get("training") or {}),
             overrides=dict(entry.get("overrides") or {}),
             steps_sweep=list(entry.get("steps_sweep") or []),
+            datasets=_require_list(entry["datasets"], f"models.{label}.datasets", str) if "datasets" in entry else [],
         )
+        outside = sorted(set(spec.datasets) - set(datasets))
+        if outside:
+            raise DrbenchError(f"models.{label}.datasets: {', '.join(outside)} not among the suite's datasets ({', '.join(datasets)})")
         config_class = model_entry(spec.model).config_class
         if spec.steps_sweep:
             _check_steps_sweep(spec, config_class, label)

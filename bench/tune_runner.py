@@ -10,6 +10,7 @@ project is shipped to workers as the Ray ``working_dir``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ from bench.splits import Split, make_split
 from bench.trial import make_trial_spec, run_trial
 from bench.models import model_entry
 from datasets import PreprocessConfig, dataset_family, dataset_stats, load_dataset
+from datasets.item_text import has_item_text, item_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_KEY, ARRAYS_KEY = "trial_record", "trial_arrays"
@@ -36,6 +38,8 @@ def trial_specs(suite: SuiteConfig) -> list[dict]:
     specs = []
     for dataset in suite.datasets:
         for spec in suite.models:
+            if not spec.runs_on(dataset):
+                continue
             params, training = spec.for_dataset(dataset)
             params = {**model_entry(spec.model).defaults_for(dataset_family(dataset)), **params}
             for seed in suite.seeds:
@@ -47,7 +51,7 @@ def trial_specs(suite: SuiteConfig) -> list[dict]:
 
 
 def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dict[str, Split], dict[str, dict]]:
-    """Load every dataset of the suite and split it once; all models share the result.
+    """Load every dataset of the suite and split it once; all models share the result (with the item texts, where the dataset has them).
 
     Returns the splits and, per dataset, its source file, statistics and split fingerprint.
     """
@@ -58,6 +62,8 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dic
         started = time.perf_counter()
         data = load_dataset(name, data_root, preprocess)
         split = make_split(data, protocol.split, protocol.temporal_quantile)
+        if has_item_text(name, data_root):
+            split = dataclasses.replace(split, item_text=tuple(item_texts(name, data_root, data.item_ids)))
         stats = dataset_stats(data)
         echo(
             f"dataset {name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions; "

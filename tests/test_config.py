@@ -38,6 +38,13 @@ def test_valid_suite_parses_with_defaults():
         ({"models": {"d": {"model": "diffsasrec", "steps_sweep": [1, 1]}}}, "steps_sweep lists a step count twice"),
         ({"models": {"d": {"model": "diffsasrec", "steps_sweep": [4, 0]}}}, r"steps_sweep \(steps=0\).*steps must be >= 1"),
         ({"models": {"d": {"model": "diffsasrec", "steps_sweep": "1,2"}}}, "steps_sweep must be a non-empty list of int"),
+        ({"models": {"s": {"model": "sasrec", "datasets": ["ml-1m"]}}}, r"models.s.datasets: ml-1m not among the suite's datasets"),
+        ({"models": {"s": {"model": "sasrec", "datasets": []}}}, "models.s.datasets must be a non-empty list"),
+        ({"report": {"metrics": ["ndcg@50"]}}, r"report.metrics ndcg@50: their K is not in protocol.ks"),
+        ({"report": {"metrics": ["auc@10"]}}, "report.metrics: 'auc@10' is not NAME@K"),
+        ({"report": {"layout": "wide"}}, "report.layout must be one of"),
+        ({"report": {"published": "nobody-2099"}}, "unknown published source 'nobody-2099'"),
+        ({"report": {"published": "diffurec-tois2023", "published_models": {"x": "DiffuRec"}}}, "report.published_models: x not among"),
     ],
 )
 def test_bad_suites_name_the_problem(changes, message):
@@ -63,3 +70,11 @@ def test_int_is_accepted_where_float_is_expected():
 
 def test_shipped_suites_parse():
     assert load_suite("smoke").name == "smoke"
+
+
+def test_a_model_can_be_limited_to_some_datasets():
+    from bench.tune_runner import trial_specs
+
+    parsed = suite(datasets=["synthetic", "ml-100k"], models={"pop": {"model": "pop"}, "s": {"model": "sasrec", "datasets": ["ml-100k"]}})
+    keys = {(spec["dataset"], spec["label"]) for spec in trial_specs(parsed)}
+    assert keys == {("synthetic", "pop"), ("ml-100k", "pop"), ("ml-100k", "s")}
