@@ -3,7 +3,9 @@
 A model file in ``baselines/`` or ``diffusion/`` defines a config dataclass
 (its hyperparameters and their defaults, in one place) and a class, and
 registers both with ``@register_model("name", ConfigClass)``. The protocol
-only ever calls ``fit``, ``score`` and ``num_parameters``.
+only ever calls ``fit`` (after ``set_item_text`` for a model that
+``needs_item_text``), ``score`` or, for a model that ``generates_lists``,
+``generate``, and ``num_parameters`` and ``report``.
 """
 
 from __future__ import annotations
@@ -65,12 +67,14 @@ class Recommender(abc.ABC):
     def fit(self, train: Sequences, trainer, validate: Callable[["Recommender"], dict]) -> FitSummary:
         """Learn from training sequences; ``validate`` returns validation metrics only."""
 
-    @abc.abstractmethod
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         """histories: [B, L] int64, left-padded with 0, most recent item last.
 
         Returns [B, n_items + 1] scores, column = item id (column 0 is ignored).
+        Only a model that always generates ranked lists (``generates_lists``,
+        see ``bench.evaluation``) does without it.
         """
+        raise DrbenchError(f"model {type(self).__name__} generates ranked lists and does not score the catalogue")
 
     #: True for a model whose config field ``steps`` is its number of denoising
     #: steps at inference: a run-time knob that a trial may sweep after one training run.
@@ -87,6 +91,18 @@ class Recommender(abc.ABC):
         config = dataclasses.replace(self.config, steps=steps)
         config.validate()
         self.config = config
+
+    #: True for a model that reads the items' texts (e.g. to build text-based semantic IDs):
+    #: the trial then hands them over with ``set_item_text`` before ``fit``.
+    needs_item_text = False
+
+    def set_item_text(self, texts: list[str]) -> None:
+        """``texts[i]`` describes item i (title, genres); ``texts[0]``, padding, is empty."""
+        raise DrbenchError(f"model {type(self).__name__} reads no item texts")
+
+    def report(self) -> dict:
+        """Flat facts about the fitted model to store with its results (e.g. codebook usage); keys become result columns."""
+        return {}
 
     def num_parameters(self) -> int:
         return 0

@@ -60,6 +60,10 @@ class Split:
     valid: EvalSet
     test: EvalSet
     cutoffs: dict  # temporal split: {"t_valid": ..., "t_test": ...}; empty for loo
+    # Item descriptions (datasets.item_text), index = item id, for models that read them; they
+    # travel with the split because trials on a cluster cannot reach the data root. Not
+    # part of the fingerprint: they do not change what a model is judged on.
+    item_text: tuple[str, ...] | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from bench.config import ProtocolConfig, TrainConfig, build_config
+from bench.errors import DrbenchError
 from bench.evaluation import evaluate, generates_lists, measure_latency
 from bench.models import build_model, model_entry
 from bench.splits import Split
 from bench.trainer import Trainer
+from datasets.item_text import NO_TEXT_FIX
 
 
 def trial_key(dataset: str, label: str, seed: int) -> str:
@@ -65,6 +67,10 @@ def fit_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     seed_everything(spec["seed"])
     device = pick_device()
     model = build_model(spec["model"], params, split.n_items).to(device)
+    if model.needs_item_text:
+        if split.item_text is None:
+            raise DrbenchError(f"model '{spec['label']}' reads item texts, but dataset '{spec['dataset']}' came without any: {NO_TEXT_FIX}")
+        model.set_item_text(list(split.item_text))
 
     def validate(candidate) -> dict:
         result = evaluate(candidate, split.valid, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
@@ -124,6 +130,7 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "fit_time_s": fit_seconds,
         "epoch_time_s": summary.epoch_time_s,
         "num_parameters": model.num_parameters(),
+        **model.report(),
         **latency,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
