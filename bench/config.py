@@ -207,7 +207,7 @@ REPORT_METRICS = ("hr", "ndcg", "mrr")
 class ReportConfig:
     """The ``report:`` section of a suite: how paper tables are laid out (``--report`` and the end of a run)."""
 
-    metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10", "hr@20", "ndcg@20"])
+    metrics: list[str] = field(default_factory=list)  # empty: HR and NDCG at K = 10 and 20 (or every K) of protocol.ks
     scale: float = 1.0  # 100 prints metrics as percentages, as many papers do
     layout: str = "models_as_rows"  # "metrics_as_rows": one row per dataset x metric, one column per model
     significance_alpha: float = 0.05
@@ -347,7 +347,7 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         raise DrbenchError(f"tune.spaces: {', '.join(unknown_spaces)} not among the suite's models ({', '.join(sorted(labels))})")
     report = build_config(ReportConfig, raw.get("report"), "report")
     protocol = build_config(ProtocolConfig, raw.get("protocol"), "protocol")
-    _check_report(report, protocol, labels)
+    report = _check_report(report, protocol, labels)
     from bench.sweep import search_space
 
     for spec in models:
@@ -368,7 +368,14 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     )
 
 
-def _check_report(report: ReportConfig, protocol: ProtocolConfig, labels: set[str]) -> None:
+def default_report_metrics(ks) -> list[str]:
+    chosen = [k for k in sorted(ks) if k in (10, 20)] or sorted(ks)
+    return [f"{name}@{k}" for k in chosen for name in ("hr", "ndcg")]
+
+
+def _check_report(report: ReportConfig, protocol: ProtocolConfig, labels: set[str]) -> ReportConfig:
+    if not report.metrics:
+        report = dataclasses.replace(report, metrics=default_report_metrics(protocol.ks))
     missing_k = sorted({m for m in report.metrics if int(m.partition("@")[2]) not in protocol.ks})
     if missing_k:
         raise DrbenchError(f"report.metrics {', '.join(missing_k)}: their K is not in protocol.ks {list(protocol.ks)}")
@@ -379,6 +386,7 @@ def _check_report(report: ReportConfig, protocol: ProtocolConfig, labels: set[st
         from bench.published import load_source
 
         load_source(report.published)
+    return report
 
 
 def _check_steps_sweep(spec: ModelSpec, config_class: type, label: str) -> None:

@@ -15,7 +15,7 @@ per-user ranks in ``trials/*.npz``); nothing is retrained or re-scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -352,10 +352,14 @@ def published_markdown(rows: pd.DataFrame, source: PublishedSource, scale: float
 
 def report_config(run: RunDir) -> ReportConfig:
     """The run's own report settings (saved with it), else the defaults."""
-    from bench.config import build_config
+    from bench.config import build_config, default_report_metrics
 
-    saved = dict((run.metadata().get("config") or {}).get("report") or {})
-    return build_config(ReportConfig, saved, "report")
+    config = run.metadata().get("config") or {}
+    report = build_config(ReportConfig, dict(config.get("report") or {}), "report")
+    if not report.metrics:
+        ks = (config.get("protocol") or {}).get("ks") or [10, 20]
+        report = replace(report, metrics=default_report_metrics(ks))
+    return report
 
 
 def suite_order(run: RunDir, frame: pd.DataFrame) -> pd.DataFrame:

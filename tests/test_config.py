@@ -78,3 +78,9 @@ def test_a_model_can_be_limited_to_some_datasets():
     parsed = suite(datasets=["synthetic", "ml-100k"], models={"pop": {"model": "pop"}, "s": {"model": "sasrec", "datasets": ["ml-100k"]}})
     keys = {(spec["dataset"], spec["label"]) for spec in trial_specs(parsed)}
     assert keys == {("synthetic", "pop"), ("ml-100k", "pop"), ("ml-100k", "s")}
+
+
+def test_report_metrics_default_to_the_protocol_cutoffs():
+    assert suite().report.metrics == ["hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+    assert suite(protocol={"ks": [5, 10]}).report.metrics == ["hr@10", "ndcg@10"]
+    assert suite(protocol={"ks": [1, 3], "monitor": "ndcg@3"}).report.metrics == ["hr@1", "ndcg@1", "hr@3", "ndcg@3"]
