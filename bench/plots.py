@@ -100,9 +100,10 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
             axis.plot(group["latency_p50_ms"], group[ACCURACY], marker="o", linestyle="-" if swept else "none",
                       color=colors[model], label=model)
             if swept:
-                for _, row in group.iterrows():
+                for i, (_, row) in enumerate(group.iterrows()):
+                    # alternate above/below so that labels of nearby step counts do not overprint
                     axis.annotate(f"{int(row['steps'])}", (row["latency_p50_ms"], row[ACCURACY]), textcoords="offset points",
-                                  xytext=(4, 4), fontsize=7, color=colors[model])
+                                  xytext=(0, 6 if i % 2 == 0 else -11), ha="center", fontsize=7, color=colors[model])
         axis.set_xscale("log")
         axis.set_title(dataset)
         axis.set_xlabel("latency per user, p50 (ms, log scale)")
@@ -115,10 +116,13 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
     return _save(figure, out_dir, "pareto")
 
 
-def quality_vs_steps(steps: pd.DataFrame, out_dir: Path) -> list[Path]:
+def quality_vs_steps(steps: pd.DataFrame, out_dir: Path, order: list[str]) -> list[Path]:
     if steps.empty:
         return []
-    grid = sns.relplot(data=steps, kind="line", x="inference_steps", y=ACCURACY, hue="model", col="dataset", marker="o",
+    colors = _palette(order)  # the same colour per model in every figure
+    swept = [m for m in order if m in set(steps["model"])]
+    grid = sns.relplot(data=steps, kind="line", x="inference_steps", y=ACCURACY, hue="model", hue_order=swept,
+                       palette={m: colors[m] for m in swept}, col="dataset", marker="o",
                        errorbar="sd", facet_kws={"sharey": False}, height=3.5, aspect=1.2)
     for axis in grid.axes.flat:
         axis.set_xscale("log", base=2)
@@ -131,13 +135,13 @@ def quality_vs_steps(steps: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(grid.figure, out_dir, "steps")
 
 
-def validation_curves(records: list[dict], monitor: str, out_dir: Path) -> list[Path]:
+def validation_curves(records: list[dict], monitor: str, out_dir: Path, order: list[str] | None = None) -> list[Path]:
     rows = [{"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "epoch": h["epoch"], "value": h.get(f"valid_{monitor}")}
             for r in records if r.get("status") == "ok" for h in r.get("history") or []]
     curves = pd.DataFrame(rows).dropna() if rows else pd.DataFrame()
     if curves.empty:
         return []
-    models = list(dict.fromkeys(curves["model"]))
+    models = [m for m in order or [] if m in set(curves["model"])] or list(dict.fromkeys(curves["model"]))
     grid = sns.relplot(data=curves, kind="line", x="epoch", y="value", hue="model", hue_order=models, palette=_palette(models),
                        units="seed", estimator=None, col="dataset", facet_kws={"sharey": False, "sharex": False}, height=3.5, aspect=1.3,
                        linewidth=1.2, marker="o", markersize=3, markeredgewidth=0)
@@ -156,6 +160,7 @@ def write_plots(frame: pd.DataFrame, steps: pd.DataFrame, records: list[dict], m
         return []
     written = metric_bars(frame, out_dir)
     written += pareto(frame, steps, out_dir)
-    written += quality_vs_steps(steps, out_dir)
-    written += validation_curves(records, monitor, out_dir)
+    order = list(dict.fromkeys(frame["model"]))
+    written += quality_vs_steps(steps, out_dir, order)
+    written += validation_curves(records, monitor, out_dir, order)
     return written
