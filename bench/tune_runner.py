@@ -118,6 +118,21 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+HEARTBEAT_SECONDS = 300.0
+
+
+def heartbeat_line(running: dict[str, tuple[float, int | None]], now: float) -> str:
+    """One line naming every running trial, how long it has run and its last validated epoch.
+
+    ``running`` maps a trial key to (start time, last validated epoch or None).
+    It keeps a long epoch (TIGER or DiffuRec on a CPU: tens of minutes) from
+    looking like a hang.
+    """
+    parts = [f"{key} {_format_seconds(now - started)}" + (f" (epoch {epoch} validated)" if epoch else " (first epoch)")
+             for key, (started, epoch) in sorted(running.items())]
+    return "    still running: " + "; ".join(parts)
+
+
 def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo=print):
     from ray import tune
 
@@ -129,17 +144,31 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
             self.failed = 0
             self.started = time.monotonic()
             self.last_epoch_line: dict[str, float] = {}
+            self.running: dict[str, tuple[float, int | None]] = {}
+            self.last_heartbeat = time.monotonic()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running[trial.config["spec"]["key"]] = (time.monotonic(), None)
+
+        def on_step_end(self, iteration, trials, **info):
+            now = time.monotonic()
+            if self.running and now - self.last_heartbeat >= HEARTBEAT_SECONDS:
+                self.last_heartbeat = now
+                echo(heartbeat_line(self.running, now))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "epoch" not in result or result.get("finished"):
                 return
             key = trial.config["spec"]["key"]
             now = time.monotonic()
+            if key in self.running:
+                self.running[key] = (self.running[key][0], result["epoch"])
             if now - self.last_epoch_line.get(key, 0.0) >= 15.0:
                 self.last_epoch_line[key] = now
                 echo(f"    {key}: epoch {result['epoch']}, valid {monitor} {result.get(f'valid_{monitor}', float('nan')):.4f}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running.pop(trial.config["spec"]["key"], None)
             result = trial.last_result or {}
             if RECORD_KEY not in result:
                 self._store_failure(trial, "the trial ended without reporting a result")
@@ -151,6 +180,7 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
             self._progress(record)
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            self.running.pop(trial.config["spec"]["key"], None)
             error = trial.get_error() if hasattr(trial, "get_error") else None
             self._store_failure(trial, f"the trial's worker crashed: {error}" if error else "the trial's worker crashed")
 

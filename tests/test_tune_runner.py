@@ -26,7 +26,8 @@ def only_run(results, suite_name):
     return runs[0]
 
 
-def test_a_diverging_trial_is_marked_failed_and_the_suite_goes_on(tmp_path, capsys):
+def test_a_diverging_trial_is_marked_failed_and_the_suite_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("bench.tune_runner.HEARTBEAT_SECONDS", 0.0)  # a heartbeat on every step of the run
     suite = write_suite(tmp_path, """
 name: failing
 datasets: [synthetic]
@@ -36,8 +37,9 @@ models:
   exploding: {model: sasrec, params: {max_len: 10, hidden_size: 8, n_blocks: 1}, training: {lr: 1.0e+6}}
 """)
     code = run_bench.main(["--suite", suite, "--results-dir", str(tmp_path / "results")])
-    _, err = capsys.readouterr()
+    out, err = capsys.readouterr()
     assert code == 1
+    assert "still running: synthetic__" in out
     assert "1 trial(s) failed" in err and "synthetic__exploding__seed0" in err and "diverged" in err
     trials = pd.read_csv(only_run(tmp_path / "results", "failing") / "trials.csv").set_index("model")
     assert trials.loc["pop", "status"] == "ok"
@@ -105,3 +107,10 @@ models:
     capsys.readouterr()
     metrics = [c for c in frames[0].columns if c.startswith(("test_", "valid_"))]
     assert frames[0][metrics].equals(frames[1][metrics])
+
+
+def test_heartbeat_names_each_running_trial_with_its_time_and_last_validated_epoch():
+    from bench.tune_runner import heartbeat_line
+
+    line = heartbeat_line({"b__tiger__seed0": (100.0, 2), "a__sid__seed0": (400.0, None)}, now=4000.0)
+    assert line == "    still running: a__sid__seed0 1h00m (first epoch); b__tiger__seed0 1h05m (epoch 2 validated)"
