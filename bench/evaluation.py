@@ -97,6 +97,24 @@ def evaluate(
     return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items))
 
 
+def without_seen(result: EvalResult, eval_set: EvalSet, n_items: int, ks=(5, 10, 20), batch_size: int = 256) -> EvalResult:
+    """A list-generating model's ``result`` judged again with each user's input items dropped from the lists.
+
+    The same as ``evaluate(..., exclude_history=True)`` for a model whose
+    generation is deterministic (beam search, confidence-ordered unmasking),
+    without generating every list a second time.
+    """
+    ks = sorted(ks)
+    ranks = np.zeros(len(eval_set), dtype=np.int32)
+    top_items = np.zeros_like(result.top_items)
+    for start in range(0, len(eval_set), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(eval_set)))
+        top = _drop_seen(torch.from_numpy(result.top_items[rows]).long(), left_padded(eval_set.histories, rows))
+        ranks[rows] = ranks_from_lists(top, torch.from_numpy(eval_set.targets[rows]).long(), n_items).numpy()
+        top_items[rows] = top.numpy()
+    return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items))
+
+
 def generates_lists(model) -> bool:
     """True for a model whose current inference mode produces ranked top-K lists instead of scores."""
     return bool(getattr(model, "generates_lists", False))

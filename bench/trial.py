@@ -17,7 +17,7 @@ import torch
 
 from bench.config import ProtocolConfig, TrainConfig, build_config
 from bench.errors import DrbenchError
-from bench.evaluation import evaluate, generates_lists, measure_latency
+from bench.evaluation import evaluate, generates_lists, measure_latency, without_seen
 from bench.models import build_model, model_entry
 from bench.splits import Split
 from bench.trainer import Trainer
@@ -97,7 +97,9 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     # Papers differ on whether the user's own items are ranked ("filter seen"); the
     # protocol's choice is the headline, the other convention is kept for comparison.
     filtered = {}
-    if not protocol.exclude_history:
+    if not protocol.exclude_history and generates_lists(model):
+        filtered = without_seen(test, split.test, split.n_items, protocol.ks, protocol.eval_batch_size).metrics
+    elif not protocol.exclude_history:
         filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
     latency = measure_latency(model, split.test, device, k=max(protocol.ks))
     arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}

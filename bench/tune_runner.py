@@ -219,14 +219,24 @@ def start_ray(address: str | None, debug: bool) -> None:
     """Connect to (or start) Ray, shipping the project to the workers as the working_dir."""
     import ray
 
-    ray.init(
-        address=address,
-        runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
-        include_dashboard=False,
-        logging_level=logging.INFO if debug else logging.ERROR,
-        log_to_driver=debug,
-        ignore_reinit_error=True,
-    )
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
+            include_dashboard=False,
+            logging_level=logging.INFO if debug else logging.ERROR,
+            log_to_driver=debug,
+            ignore_reinit_error=True,
+        )
+    except (ConnectionError, RuntimeError) as error:
+        if address is None:
+            raise
+        last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise DrbenchError(
+            f"could not connect to the Ray cluster at --address {address} ({last_line}). Check that the cluster is "
+            "running (`ray status --address ...`) and, if it uses token authentication, that RAY_AUTH_MODE=token and "
+            "its token are set for this shell; or leave out --address to start a local Ray."
+        ) from error
 
 
 def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address: str | None = None,

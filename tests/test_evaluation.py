@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.errors import DrbenchError
-from bench.evaluation import TrialDiverged, evaluate, left_padded
+from bench.evaluation import TrialDiverged, evaluate, left_padded, without_seen
 from bench.splits import EvalSet
 from datasets.sequences import Sequences
 
@@ -119,6 +119,36 @@ def test_generated_lists_are_ranked_by_position_and_absent_targets_miss():
 def test_generated_lists_with_history_excluded_drop_seen_items_and_keep_order():
     result = evaluate(FixedList([5, 3, 9]), eval_set([[5, 1]], [9]), n_items=9, ks=(1, 3), exclude_history=True)
     assert result.top_items[0].tolist() == [3, 9, 0] and result.ranks.tolist() == [2]
+
+
+class HistoryEcho:
+    """Generates a different list per user: the history, most recent first, then 7, 8, 9."""
+
+    generates_lists = True
+
+    def eval(self):
+        return self
+
+    def generate(self, histories, k):
+        lists = []
+        for row in histories.tolist():
+            seen = [i for i in reversed(row) if i]
+            lists.append((seen + [i for i in (7, 8, 9) if i not in seen])[:k])
+        return torch.tensor([items + [0] * (k - len(items)) for items in lists])
+
+
+def test_dropping_seen_items_from_generated_lists_equals_generating_them_again_with_exclusion():
+    # lists (K = 3): user 0 [7, 1, 8], user 1 [2, 7, 8], user 2 [8, 4, 3], user 3 [5, 7, 8];
+    # without seen items: [8], [7, 8], [], [7, 8]. Targets 7, 8, 9, 5: ranks 1, 3, miss, 1 before,
+    # miss, 2, miss, miss after (a seen target is never put back).
+    data = eval_set([[1, 7], [2], [3, 4, 8], [5]], [7, 8, 9, 5])
+    plain = evaluate(HistoryEcho(), data, n_items=9, ks=(1, 3), batch_size=3)
+    excluded = evaluate(HistoryEcho(), data, n_items=9, ks=(1, 3), exclude_history=True, batch_size=3)
+    derived = without_seen(plain, data, n_items=9, ks=(1, 3), batch_size=3)
+    assert plain.ranks.tolist() == [1, 3, 10, 1]
+    assert derived.ranks.tolist() == excluded.ranks.tolist() == [10, 2, 10, 10]
+    assert derived.top_items.tolist() == excluded.top_items.tolist() == [[8, 0, 0], [7, 8, 0], [0, 0, 0], [7, 8, 0]]
+    assert derived.metrics == excluded.metrics
 
 
 def test_generated_lists_must_be_rankings():

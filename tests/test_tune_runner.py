@@ -114,3 +114,17 @@ def test_heartbeat_names_each_running_trial_with_its_time_and_last_validated_epo
 
     line = heartbeat_line({"b__tiger__seed0": (100.0, 2), "a__sid__seed0": (400.0, None)}, now=4000.0)
     assert line == "    still running: a__sid__seed0 1h00m (first epoch); b__tiger__seed0 1h05m (epoch 2 validated)"
+
+
+def test_an_unreachable_ray_address_is_one_clear_message(monkeypatch):
+    import ray
+
+    from bench.errors import DrbenchError
+    from bench.tune_runner import start_ray
+
+    def refuse(**kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6379")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(DrbenchError, match=r"could not connect to the Ray cluster at --address 10.0.0.9:6379 \(Failed to connect.*leave out --address"):
+        start_ray("10.0.0.9:6379", debug=False)
