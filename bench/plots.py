@@ -13,6 +13,7 @@ from io import BytesIO
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never needs a display
 
@@ -149,6 +150,7 @@ def validation_curves(records: list[dict], monitor: str, out_dir: Path, order: l
     grid.set_titles("{col_name}")
     for axis in grid.axes.flat:
         axis.grid(True, alpha=0.3)
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     grid.figure.suptitle("Validation curves (one line per seed; the best epoch's checkpoint is tested)", y=1.03)
     return _save(grid.figure, out_dir, "validation")
 
