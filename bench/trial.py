@@ -97,10 +97,10 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     # Papers differ on whether the user's own items are ranked ("filter seen"); the
     # protocol's choice is the headline, the other convention is kept for comparison.
     filtered = {}
-    if not protocol.exclude_history and generates_lists(model):
-        filtered = without_seen(test, split.test, split.n_items, protocol.ks, protocol.eval_batch_size).metrics
-    elif not protocol.exclude_history:
-        filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
+    if not protocol.exclude_history:
+        # generated lists are deterministic: drop the seen items from them rather than generate them again
+        filtered = (without_seen(test, split.test, split.n_items, protocol.ks, protocol.eval_batch_size) if generates_lists(model)
+                    else evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device)).metrics
     latency = measure_latency(model, split.test, device, k=max(protocol.ks))
     arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
     sweep = []

@@ -228,7 +228,7 @@ def start_ray(address: str | None, debug: bool) -> None:
             log_to_driver=debug,
             ignore_reinit_error=True,
         )
-    except (ConnectionError, RuntimeError) as error:
+    except ConnectionError as error:  # only a failed connection; other start-up errors keep their own message
         if address is None:
             raise
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
