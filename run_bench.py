@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                         help="continue an interrupted run (default: the latest run of the suite); finished trials are kept")
     parser.add_argument("--address", help="Ray cluster to use, e.g. auto or ray://host:10001 (default: start a local Ray)")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="run the trials one after another in this process instead of through Ray Tune (a machine "
+                             "without Ray, or debugging); same run folder, --resume and reports")
     parser.add_argument("--data-root", help="folder with the datasets (default: $DRBENCH_DATA, else ../shared/data, else the user cache)")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where runs are written (default: results/)")
     parser.add_argument("--allow-unverified", action="store_true",
@@ -108,6 +111,9 @@ def command_suite(args) -> int:
     from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
     from datasets import resolve_data_root
 
+    if args.no_ray and (args.tune or args.address):
+        raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
+                           "Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
     suite = apply_fallbacks(select(load_suite(args.suite), args), data_root)
     results_root = Path(args.results_dir)
@@ -140,7 +146,12 @@ def command_suite(args) -> int:
 
         specs = tuned_specs(suite, run, splits, args.address, args.debug, resume=bool(args.resume))
         print(f"retraining the best configurations: {len(specs)} trial(s)")
-    failures = run_suite(suite, run, splits, address=args.address, debug=args.debug, specs=specs)
+    if args.no_ray:
+        from bench.local_runner import run_suite_in_process
+
+        failures = run_suite_in_process(suite, run, splits)
+    else:
+        failures = run_suite(suite, run, splits, address=args.address, debug=args.debug, specs=specs)
     frame = run.trials_frame()
     print()
     print(terminal_table(frame, run.steps_frame()))

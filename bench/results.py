@@ -69,18 +69,19 @@ class RunDir:
     def create(cls, results_root: Path, suite_name: str, metadata: dict) -> "RunDir":
         suite_root = Path(results_root) / suite_name
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = suite_root / run_id
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = suite_root / f"{run_id}-{suffix}"
-        try:
-            path.mkdir(parents=True)
-        except OSError as error:
-            raise DrbenchError(
-                f"cannot create the results directory {path}: {error.strerror}. "
-                "Choose a writable location with --results-dir."
-            ) from None
+        path, suffix = suite_root / run_id, 1
+        while True:  # mkdir, not exists(): runs started in the same second by parallel processes get distinct folders
+            try:
+                path.mkdir(parents=True)
+                break
+            except FileExistsError:
+                suffix += 1
+                path = suite_root / f"{run_id}-{suffix}"
+            except OSError as error:
+                raise DrbenchError(
+                    f"cannot create the results directory {path}: {error.strerror}. "
+                    "Choose a writable location with --results-dir."
+                ) from None
         run = cls(path)
         run.write_json(RUN_MARKER, metadata)
         return run

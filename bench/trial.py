@@ -7,6 +7,7 @@ tests and benchmarks call it directly.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import asdict
@@ -45,6 +46,8 @@ def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dic
 
 
 def seed_everything(seed: int) -> None:
+    # cuBLAS is deterministic only with a fixed workspace, set before its first use (PyTorch's reproducibility notes)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

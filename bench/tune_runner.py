@@ -106,8 +106,7 @@ def _trainable(config: dict, splits: dict[str, Split]) -> None:
         record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
     except Exception as error:  # the trial fails, the suite goes on
         message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
-        record = {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
-                  "seed": spec["seed"], "status": "failed", "error": message, "traceback": traceback.format_exc()}
+        record = {**failure_record(spec, message), "traceback": traceback.format_exc()}
         arrays = {}
     tune.report({"finished": True, "failed": record["status"] != "ok",
                  RECORD_KEY: json.dumps(record, default=float), ARRAYS_KEY: _encode_arrays(arrays) if arrays else ""})
@@ -131,6 +130,24 @@ def heartbeat_line(running: dict[str, tuple[float, int | None]], now: float) -> 
     parts = [f"{key} {_format_seconds(now - started)}" + (f" (epoch {epoch} validated)" if epoch else " (first epoch)")
              for key, (started, epoch) in sorted(running.items())]
     return "    still running: " + "; ".join(parts)
+
+
+def progress_line(record: dict, finished: int, total: int, already_done: int, elapsed: float) -> str:
+    """'[3/8] dataset model seed=0  NDCG@10 ...  (elapsed, ETA)' for a trial that just finished."""
+    done_here = finished - already_done
+    eta = elapsed / done_here * (total - finished) if done_here else 0.0
+    if record["status"] == "ok":
+        outcome = (f"NDCG@10 {record.get('test_ndcg@10', float('nan')):.4f}  HR@10 {record.get('test_hr@10', float('nan')):.4f}  "
+                   f"{record['epochs_run']} epochs, {record['fit_time_s']:.1f}s")
+    else:
+        outcome = f"FAILED: {record['error']}"
+    return (f"[{finished}/{total}] {record['dataset']} {record['model']} seed={record['seed']}  {outcome}  "
+            f"(elapsed {_format_seconds(elapsed)}, ETA {_format_seconds(eta)})")
+
+
+def failure_record(spec: dict, message: str) -> dict:
+    return {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
+            "seed": spec["seed"], "status": "failed", "error": message}
 
 
 def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo=print):
@@ -185,25 +202,14 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
             self._store_failure(trial, f"the trial's worker crashed: {error}" if error else "the trial's worker crashed")
 
         def _store_failure(self, trial, message: str):
-            spec = trial.config["spec"]
-            record = {"key": spec["key"], "dataset": spec["dataset"], "model": spec["label"], "model_type": spec["model"],
-                      "seed": spec["seed"], "status": "failed", "error": message, "run_id": run.path.name}
+            record = {**failure_record(trial.config["spec"], message), "run_id": run.path.name}
             run.write_trial(record)
             self._progress(record)
 
         def _progress(self, record: dict):
             self.finished += 1
-            elapsed = time.monotonic() - self.started
-            done_here = self.finished - already_done
-            eta = elapsed / done_here * (total - self.finished) if done_here else 0.0
-            if record["status"] == "ok":
-                outcome = (f"NDCG@10 {record.get('test_ndcg@10', float('nan')):.4f}  HR@10 {record.get('test_hr@10', float('nan')):.4f}  "
-                           f"{record['epochs_run']} epochs, {record['fit_time_s']:.1f}s")
-            else:
-                self.failed += 1
-                outcome = f"FAILED: {record['error']}"
-            echo(f"[{self.finished}/{total}] {record['dataset']} {record['model']} seed={record['seed']}  {outcome}  "
-                 f"(elapsed {_format_seconds(elapsed)}, ETA {_format_seconds(eta)})")
+            self.failed += record["status"] != "ok"
+            echo(progress_line(record, self.finished, total, already_done, time.monotonic() - self.started))
             run.write_tables()
 
     return CollectResults()

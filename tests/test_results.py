@@ -1,6 +1,7 @@
 """The run directory: atomic writes, finished trials, tables rebuilt from saved records."""
 
 import os
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -43,6 +44,18 @@ def test_only_successful_trials_count_as_finished_and_tables_rebuild(tmp_path):
     assert run.trial_arrays("d__a__seed0")["test_ranks"].tolist() == [1, 2]
     reopened = RunDir.open(run.path)
     assert reopened.finished_keys() == {"d__a__seed0"}
+
+
+def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path, monkeypatch):
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(results, "datetime", FrozenClock)
+    first, second, third = (RunDir.create(tmp_path, "s", {"suite": "s", "n": n}) for n in range(3))
+    assert [run.path.name for run in (first, second, third)] == ["20260102-030405", "20260102-030405-2", "20260102-030405-3"]
+    assert [RunDir.open(run.path).metadata()["n"] for run in (first, second, third)] == [0, 1, 2]
 
 
 def test_latest_run_without_any_run_is_a_clear_error(tmp_path):

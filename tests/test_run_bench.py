@@ -1,6 +1,7 @@
 """The command line: clear errors without tracebacks, and whole suites through Ray Tune."""
 
 import re
+import sys
 
 import pandas as pd
 import pytest
@@ -122,6 +123,30 @@ def test_tiny_suite_runs_through_ray_and_resume_redoes_nothing(tmp_path, capsys)
     code, out, _ = run(capsys, "--report", str(runs[0]))
     assert code == 0 and "report.md" in out
     assert (runs[0] / "report" / "accuracy.md").is_file() and (runs[0] / "report" / "metrics.png").is_file()
+
+
+def test_no_ray_runs_the_same_trials_in_process_where_ray_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as on a machine without it
+    suite = write_suite(tmp_path, TINY_SUITE)
+    results = tmp_path / "results"
+    code, out, err = run(capsys, "--suite", suite, "--results-dir", str(results), "--no-ray", "--models", "pop")
+    assert code == 0, err
+    assert "in this process" in out and "[1/1] synthetic pop seed=0  NDCG@10" in out
+    [run_dir] = (results / "tiny").iterdir()
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert trials["model"].tolist() == ["pop"] and trials["status"].tolist() == ["ok"]
+    assert (run_dir / "trials" / "synthetic__pop__seed0.npz").is_file() and (run_dir / "report" / "report.md").is_file()
+
+    code, out, _ = run(capsys, "--suite", suite, "--results-dir", str(results), "--no-ray", "--models", "pop", "--resume")
+    assert code == 0 and "already finished; nothing to run" in out
+
+
+@pytest.mark.parametrize("option", [["--tune"], ["--address", "auto"]])
+def test_no_ray_with_an_option_that_needs_ray_is_a_clear_error(tmp_path, capsys, option):
+    code, _, err = run(capsys, "--suite", write_suite(tmp_path, TINY_SUITE), "--results-dir", str(tmp_path / "results"),
+                       "--no-ray", *option)
+    assert code == 2 and "--no-ray runs trials in this process" in err
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")

@@ -1,0 +1,62 @@
+"""Runs a suite's trials one after another in this process, without Ray (``run_bench.py --no-ray``).
+
+For a machine where Ray cannot be installed (a borrowed GPU box with no
+package index) and for debugging with plain tracebacks. The trials, the run
+folder, resuming and the reports are the same as with ``tune_runner``; only
+the scheduling differs: no parallel trials, no cluster.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+from bench.config import SuiteConfig
+from bench.errors import DrbenchError
+from bench.results import RunDir
+from bench.splits import Split
+from bench.trial import run_trial
+from bench.tune_runner import failure_record, pending_specs, progress_line, trial_specs
+
+EPOCH_LINE_SECONDS = 15.0
+
+
+def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], echo=print,
+                         specs: list[dict] | None = None) -> int:
+    """Run every unfinished trial in this process; returns the number of failed trials.
+
+    A failing trial is recorded (with its traceback) and the suite goes on,
+    as under Ray; Ctrl-C stops at once and keeps the finished trials.
+    """
+    total = len(specs if specs is not None else trial_specs(suite))
+    pending = pending_specs(suite, run, specs)
+    already_done = total - len(pending)
+    if not pending:
+        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
+        run.write_tables()
+        return 0
+    echo(f"running {len(pending)} trials in this process, one after another (no Ray)"
+         + (f"; {already_done} of {total} already finished" if already_done else ""))
+    run.update_metadata(attempts=run.metadata().get("attempts", 0) + 1)
+    started = time.monotonic()
+    for finished, spec in enumerate(pending, start=already_done + 1):
+        last_line = [0.0]
+
+        def on_validation(record: dict, key=spec["key"]) -> None:
+            now = time.monotonic()
+            if now - last_line[0] >= EPOCH_LINE_SECONDS:
+                last_line[0] = now
+                echo(f"    {key}: epoch {record['epoch']}, valid {suite.protocol.monitor} "
+                     f"{record.get(f'valid_{suite.protocol.monitor}', float('nan')):.4f}")
+
+        try:
+            record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
+        except Exception as error:  # the trial fails, the suite goes on
+            message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
+            record, arrays = {**failure_record(spec, message), "traceback": traceback.format_exc()}, None
+        record["run_id"] = run.path.name
+        run.write_trial(record, arrays)
+        echo(progress_line(record, finished, total, already_done, time.monotonic() - started))
+        run.write_tables()
+    frame = run.write_tables()
+    return int((frame["status"] != "ok").sum())
