@@ -134,6 +134,7 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(hidden, heads, dropout) for _ in range(blocks))
         self.final_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.causal = causal
+        self.item_scale = math.sqrt(hidden) if causal else 1.0
         self.max_len = max_len
         init_weights(self)
 
@@ -143,7 +144,7 @@ class SequenceEncoder(nn.Module):
         length = tokens.shape[1]
         keep = (tokens > 0).unsqueeze(-1).float()  # [B, L, 1]
         positions = torch.arange(self.max_len - length, self.max_len, device=tokens.device)
-        x = self.item_embedding(tokens) * math.sqrt(self.item_embedding.embedding_dim) + self.position_embedding(positions)
+        x = self.item_embedding(tokens) * self.item_scale + self.position_embedding(positions)
         if condition is not None:
             x = x + condition.unsqueeze(1)
         x = self.embedding_dropout(x) * keep

@@ -6,7 +6,11 @@
 # with --no-ray, so the machine needs torch, numpy, pandas, pyyaml, tabulate
 # and matplotlib/seaborn, not Ray.
 #
-#   DRBENCH_DATA=<data root> OUT=<folder> bash bench/gpu_runs.sh [training minutes per run, default 4]
+#   DRBENCH_DATA=<data root> OUT=<folder> bash bench/gpu_runs.sh [minutes per run, default 4] [set, default all]
+#
+# Sets: `all` is the above; `bidirectional` reruns BERT4Rec and DiffSASRec on
+# Amazon Beauty (beauty-cpu settings) and MovieLens-1M (ml1m-cpu settings)
+# and their unit tests, after their encoder stopped scaling item embeddings.
 #
 # Writes <OUT>/summary.txt (versions, exit codes, each log's last lines) and
 # <OUT>/runs.tgz (the run folders and full logs); rebuild a run's report here
@@ -14,6 +18,7 @@
 set -u
 out=${OUT:-results/gpu}
 budget=${1:-4}
+set=${2:-all}
 mkdir -p "$out/logs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 python=${PYTHON:-python3}
@@ -31,13 +36,22 @@ launch() {  # launch NAME ARGS...: one suite in its own process, its log under l
     echo "$name: exit $?" >> "$out/logs/exit.txt" ) &
 }
 
-launch smoke --suite smoke
-launch tiger --suite generative --datasets amazon-beauty --models tiger-collab --seeds 0 --train-budget "$budget"
-launch sid-diffusion --suite generative --datasets amazon-beauty --models sid-diffusion-collab --seeds 0 --train-budget "$budget"
-launch sasrec-ce --suite generative --datasets amazon-beauty --models sasrec-ce --seeds 0 --train-budget "$budget"
-launch diffurec --suite paper --datasets amazon-beauty --models diffurec --seeds 0 --train-budget "$budget"
+tests=tests
+if [ "$set" = bidirectional ]; then
+  launch beauty-bert4rec --suite beauty-cpu --models bert4rec --train-budget "$budget"
+  launch beauty-diffsasrec --suite beauty-cpu --models diffsasrec --train-budget "$budget"
+  launch ml1m-bert4rec --suite ml1m-cpu --models bert4rec --train-budget "$budget"
+  launch ml1m-diffsasrec --suite ml1m-cpu --models diffsasrec --train-budget "$budget"
+  tests="tests/test_bert4rec.py tests/test_diffsasrec.py tests/test_trial.py"
+else
+  launch smoke --suite smoke
+  launch tiger --suite generative --datasets amazon-beauty --models tiger-collab --seeds 0 --train-budget "$budget"
+  launch sid-diffusion --suite generative --datasets amazon-beauty --models sid-diffusion-collab --seeds 0 --train-budget "$budget"
+  launch sasrec-ce --suite generative --datasets amazon-beauty --models sasrec-ce --seeds 0 --train-budget "$budget"
+  launch diffurec --suite paper --datasets amazon-beauty --models diffurec --seeds 0 --train-budget "$budget"
+fi
 # The unit tests that train models pick the GPU themselves; Ray's own tests are left to CI.
-( env -u DRBENCH_DATA timeout "$limit" $python -m pytest -q -p no:cacheprovider tests \
+( env -u DRBENCH_DATA timeout "$limit" $python -m pytest -q -p no:cacheprovider $tests \
     --ignore=tests/test_tune_runner.py --ignore=tests/test_sweep.py --ignore=tests/test_run_bench.py \
     > "$out/logs/pytest.log" 2>&1; echo "pytest: exit $?" >> "$out/logs/exit.txt" ) &
 wait

@@ -51,11 +51,13 @@ def test_prediction_appends_mask_and_never_sees_the_target():
     torch.testing.assert_close(model.score(torch.tensor([[4, 5, 6, 7]])), scores)
 
 
-def test_bert4rec_learns_planted_pattern():
-    # BERT4Rec sits on a plateau for ~20 epochs before it finds the pattern (it is known to
-    # train slowly), hence the patience. The ceiling of this data is about 0.92.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bert4rec_learns_planted_pattern(seed):
+    # Several seeds: while item embeddings were scaled by sqrt(d) over the positions, only seed 0
+    # (of 0-7) left the ~20-epoch plateau within the patience; now each does so in about 10 epochs.
+    # The ceiling of this data is about 0.92.
     split = planted_split()
-    spec = make_trial_spec("planted", "bert4rec", "bert4rec", 0, {"max_len": 20, "hidden_size": 32, "mask_prob": 0.3},
+    spec = make_trial_spec("planted", "bert4rec", "bert4rec", seed, {"max_len": 20, "hidden_size": 32, "mask_prob": 0.3},
                            {"epochs": 100, "batch_size": 64, "patience": 10, "lr": 0.01}, ProtocolConfig())
     record, _ = run_trial(spec, split)
     assert record["test_hr@10"] > 0.85
