@@ -134,6 +134,9 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(hidden, heads, dropout) for _ in range(blocks))
         self.final_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.causal = causal
+        # SASRec's reference code scales item embeddings by sqrt(d); positions start at the same small
+        # size, so without a causal mask to carry order the scaling hides them: BERT4Rec and DiffSASRec
+        # then sat on an order-blind plateau (BERT4Rec's reference adds the two unscaled).
         self.item_scale = math.sqrt(hidden) if causal else 1.0
         self.max_len = max_len
         init_weights(self)

@@ -40,9 +40,10 @@ class Trainer:
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.on_validation = on_validation or (lambda record: None)
+        self.deadline: float | None = None  # set by the first fit; later stages (with_epochs) share it
 
     def with_epochs(self, epochs: int) -> "Trainer":
-        """The same trainer (same random stream, device, monitor) for a further stage of ``epochs`` epochs."""
+        """The same trainer (same random stream, device, monitor, time budget) for a further stage of ``epochs`` epochs."""
         stage = copy.copy(self)
         stage.config = dataclasses.replace(self.config, epochs=epochs)
         return stage
@@ -54,7 +55,9 @@ class Trainer:
         summary = FitSummary()
         best_score, best_state, rounds_without_gain = -math.inf, None, 0
         train_seconds = 0.0
-        deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
+        if self.deadline is None:  # training.max_minutes caps the whole trial, every stage of it together
+            self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
+        deadline = self.deadline
         for epoch in range(1, config.epochs + 1):
             model.train()
             started = time.perf_counter()

@@ -83,7 +83,8 @@ of 0.001 the noisy target enters the approximator at a thousandth of the
 history's scale, so the scores barely depend on the number of steps (on
 the planted data 1 and 32 steps differ by 0.2% in score norm; with
 lambda_uncertainty 1.0, one step gave HR@10 0.78 against 0.93 for 32).
-Not yet run on real data or on CUDA.
+Run on real data on a CPU and on CUDA (an H100): on Amazon Beauty it was
+still at popularity's level after 15 epochs (README, GPU runs).
 """
 
 from __future__ import annotations
