@@ -57,6 +57,5 @@ def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Spli
         record["run_id"] = run.path.name
         run.write_trial(record, arrays)
         echo(progress_line(record, finished, total, already_done, time.monotonic() - started))
-        run.write_tables()
-    frame = run.write_tables()
+        frame = run.write_tables()
     return int((frame["status"] != "ok").sum())

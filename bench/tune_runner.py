@@ -158,7 +158,6 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
 
         def __init__(self):
             self.finished = already_done
-            self.failed = 0
             self.started = time.monotonic()
             self.last_epoch_line: dict[str, float] = {}
             self.running: dict[str, tuple[float, int | None]] = {}
@@ -208,7 +207,6 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
 
         def _progress(self, record: dict):
             self.finished += 1
-            self.failed += record["status"] != "ok"
             echo(progress_line(record, self.finished, total, already_done, time.monotonic() - self.started))
             run.write_tables()
 
