@@ -9,16 +9,12 @@ the scheduling differs: no parallel trials, no cluster.
 from __future__ import annotations
 
 import time
-import traceback
 
 from bench.config import SuiteConfig
-from bench.errors import DrbenchError
 from bench.results import RunDir
 from bench.splits import Split
 from bench.trial import run_trial
-from bench.tune_runner import failure_record, pending_specs, progress_line, trial_specs
-
-EPOCH_LINE_SECONDS = 15.0
+from bench.tune_runner import EPOCH_LINE_SECONDS, crashed_trial_record, epoch_line, progress_line, unfinished_specs
 
 
 def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], echo=print,
@@ -28,13 +24,10 @@ def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Spli
     A failing trial is recorded (with its traceback) and the suite goes on,
     as under Ray; Ctrl-C stops at once and keeps the finished trials.
     """
-    total = len(specs if specs is not None else trial_specs(suite))
-    pending = pending_specs(suite, run, specs)
-    already_done = total - len(pending)
+    pending, total = unfinished_specs(suite, run, specs, echo)
     if not pending:
-        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
-        run.write_tables()
         return 0
+    already_done = total - len(pending)
     echo(f"running {len(pending)} trials in this process, one after another (no Ray)"
          + (f"; {already_done} of {total} already finished" if already_done else ""))
     run.update_metadata(attempts=run.metadata().get("attempts", 0) + 1)
@@ -46,14 +39,12 @@ def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Spli
             now = time.monotonic()
             if now - last_line[0] >= EPOCH_LINE_SECONDS:
                 last_line[0] = now
-                echo(f"    {key}: epoch {record['epoch']}, valid {suite.protocol.monitor} "
-                     f"{record.get(f'valid_{suite.protocol.monitor}', float('nan')):.4f}")
+                echo(epoch_line(key, record["epoch"], suite.protocol.monitor, record))
 
         try:
             record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
         except Exception as error:  # the trial fails, the suite goes on
-            message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
-            record, arrays = {**failure_record(spec, message), "traceback": traceback.format_exc()}, None
+            record, arrays = crashed_trial_record(spec, error), None
         record["run_id"] = run.path.name
         run.write_trial(record, arrays)
         echo(progress_line(record, finished, total, already_done, time.monotonic() - started))

@@ -105,9 +105,7 @@ def _trainable(config: dict, splits: dict[str, Split]) -> None:
     try:
         record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
     except Exception as error:  # the trial fails, the suite goes on
-        message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
-        record = {**failure_record(spec, message), "traceback": traceback.format_exc()}
-        arrays = {}
+        record, arrays = crashed_trial_record(spec, error), {}
     tune.report({"finished": True, "failed": record["status"] != "ok",
                  RECORD_KEY: json.dumps(record, default=float), ARRAYS_KEY: _encode_arrays(arrays) if arrays else ""})
 
@@ -118,6 +116,7 @@ def _format_seconds(seconds: float) -> str:
 
 
 HEARTBEAT_SECONDS = 300.0
+EPOCH_LINE_SECONDS = 15.0  # at most one validation line per trial this often
 
 
 def heartbeat_line(running: dict[str, tuple[float, int | None]], now: float) -> str:
@@ -150,6 +149,26 @@ def failure_record(spec: dict, message: str) -> dict:
             "seed": spec["seed"], "status": "failed", "error": message}
 
 
+def crashed_trial_record(spec: dict, error: Exception) -> dict:
+    """The failure record of a trial that raised ``error``; call it in the ``except`` block (it keeps the traceback)."""
+    message = str(error) if isinstance(error, DrbenchError) else f"{type(error).__name__}: {error}"
+    return {**failure_record(spec, message), "traceback": traceback.format_exc()}
+
+
+def epoch_line(key: str, epoch: int, monitor: str, metrics: dict) -> str:
+    return f"    {key}: epoch {epoch}, valid {monitor} {metrics.get(f'valid_{monitor}', float('nan')):.4f}"
+
+
+def unfinished_specs(suite: SuiteConfig, run: RunDir, specs: list[dict] | None, echo=print) -> tuple[list[dict], int]:
+    """(the trials still to run, the number of trials in all); with none left, says so and rebuilds the tables."""
+    total = len(specs if specs is not None else trial_specs(suite))
+    pending = pending_specs(suite, run, specs)
+    if not pending:
+        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
+        run.write_tables()
+    return pending, total
+
+
 def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo=print):
     from ray import tune
 
@@ -179,9 +198,9 @@ def make_callback(run: RunDir, total: int, already_done: int, monitor: str, echo
             now = time.monotonic()
             if key in self.running:
                 self.running[key] = (self.running[key][0], result["epoch"])
-            if now - self.last_epoch_line.get(key, 0.0) >= 15.0:
+            if now - self.last_epoch_line.get(key, 0.0) >= EPOCH_LINE_SECONDS:
                 self.last_epoch_line[key] = now
-                echo(f"    {key}: epoch {result['epoch']}, valid {monitor} {result.get(f'valid_{monitor}', float('nan')):.4f}")
+                echo(epoch_line(key, result["epoch"], monitor, result))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.running.pop(trial.config["spec"]["key"], None)
@@ -249,13 +268,10 @@ def run_suite(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address
     import ray
     from ray import tune
 
-    total = len(specs if specs is not None else trial_specs(suite))
-    pending = pending_specs(suite, run, specs)
-    already_done = total - len(pending)
+    pending, total = unfinished_specs(suite, run, specs, echo)
     if not pending:
-        echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
-        run.write_tables()
         return 0
+    already_done = total - len(pending)
     if already_done:
         echo(f"resuming {run.path}: {already_done} of {total} trials already finished, {len(pending)} to run")
     start_ray(address, debug)
