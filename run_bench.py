@@ -29,8 +29,22 @@ from bench.errors import DrbenchError  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (``error: ...``), exit status 2, like every other drbench error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(message.split())} (see: python run_bench.py --help)\n")
+
+
+def _seed(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a seed; seeds are integers, e.g. --seeds 0 1 2") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="drbench: diffusion recommenders vs. strong baselines, one honest protocol.")
+    parser = _OneLineParser(description="drbench: diffusion recommenders vs. strong baselines, one honest protocol.")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--suite", help="suite name (bench/suites/NAME.yaml) or a YAML file")
     action.add_argument("--list-datasets", action="store_true", help="print statistics of every dataset found under the data root")
@@ -39,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     action.add_argument("--report", metavar="RUN_DIR", help="rebuild the tables (trials.csv, results.md) and the paper report (report/: accuracy with significance, efficiency, published numbers, figures) of a run from its saved trials, without rerunning anything")
     parser.add_argument("--models", nargs="+", help="only these model labels of the suite")
     parser.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
-    parser.add_argument("--seeds", nargs="+", type=int, help="replace the suite's seeds")
+    parser.add_argument("--seeds", nargs="+", type=_seed, help="replace the suite's seeds")
     parser.add_argument("--tune", action="store_true",
                         help="search hyperparameters on validation first (the suite's tune: section and bench/spaces.yaml), "
                              "then retrain the best configuration of each model x dataset with every seed and test it")
@@ -99,17 +113,35 @@ def apply_fallbacks(suite, data_root: Path, echo=print):
                  f"or run: python run_bench.py --download {name}")
             renamed[name] = fallback
     models = [replace(m, datasets=[renamed.get(d, d) for d in m.datasets]) for m in suite.models]
-    return replace(suite, datasets=[renamed.get(d, d) for d in suite.datasets], models=models)
+    suite = replace(suite, datasets=[renamed.get(d, d) for d in suite.datasets], models=models)
+    _resolve_labels(suite.datasets, data_root)
+    return suite
+
+
+def _resolve_labels(datasets, data_root: Path) -> None:
+    """Give every csv:/seq: spec its safe label now (a missing or unreadable file fails here, before any run folder)."""
+    from datasets.registry import dataset_label
+
+    seen = {}
+    for name in datasets:
+        label = dataset_label(name, data_root)
+        if label in seen:
+            raise DrbenchError(f"datasets '{seen[label]}' and '{name}' are the same data (label {label}); list it once")
+        seen[label] = name
 
 
 def command_suite(args) -> int:
     from dataclasses import asdict
 
     from bench.config import load_suite
+    from bench.fingerprint import check_resume, run_fingerprint
+    from bench.latency import pending_latency
+    from bench.provenance import code_version, environment
     from bench.report import terminal_table
     from bench.results import RunDir
     from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
     from datasets import resolve_data_root
+    from datasets.registry import portable_file, portable_suite_config
 
     if args.no_ray and (args.tune or args.address):
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
@@ -120,23 +152,27 @@ def command_suite(args) -> int:
     run = None
     if args.resume:
         run = RunDir.latest(results_root, suite.name) if args.resume == "latest" else RunDir.open(Path(args.resume))
-        suite_specs = {s["key"] for s in trial_specs(suite)}
-        recorded = set(run.metadata().get("trial_keys", []))
-        if recorded and not suite_specs <= recorded:
-            raise DrbenchError(f"--resume: {run.path} was started with other trials; rerun with the same --models/--datasets/--seeds, or start a new run")
         if bool(run.metadata().get("tuned")) != args.tune:
             raise DrbenchError(f"--resume: {run.path} was started {'with' if not args.tune else 'without'} --tune; "
                                f"resume it {'with' if not args.tune else 'without'} --tune too")
-        if not args.tune and not pending_specs(suite, run):
-            print(f"all {len(suite_specs)} trials of {run.path} are already finished; nothing to run.")
+    # Every data or protocol problem surfaces here, before a run folder is made.
+    splits, described = prepare_splits(suite, data_root)
+    fingerprint = run_fingerprint(suite, described, trial_specs(suite), args.tune)
+    provenance = {**code_version(), **environment("driver")}
+    provenance.pop("device")
+    if run is not None:
+        check_resume(run, fingerprint)  # nothing is written before this passes
+        if not args.tune and not pending_specs(suite, run) and not pending_latency(run):
+            print(f"all {len(fingerprint['trials'])} trials of {run.path} are already finished; nothing to run.")
             print(terminal_table(run.write_tables(), run.steps_frame()))
             print_report(run)
             return 0
-    # Every data or protocol problem surfaces here, before a run folder is made.
-    splits, described = prepare_splits(suite, data_root)
+        run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
     if run is None:
-        metadata = {"suite": suite.name, "source": suite.source, "config": asdict(suite), "tuned": args.tune,
-                    "trial_keys": [s["key"] for s in trial_specs(suite)]}
+        # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)
+        metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
+                    "config": portable_suite_config(asdict(suite), data_root), "tuned": args.tune,
+                    "trial_keys": [s["key"] for s in trial_specs(suite)], "fingerprint": fingerprint, "provenance": provenance}
         run = RunDir.create(results_root, suite.name, metadata)
     run.update_metadata(datasets=described)
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
@@ -175,14 +211,24 @@ def command_list_datasets(args) -> int:
     root = resolve_data_root(args.data_root)
     print(f"data root: {root}")
     rows = describe_datasets(root)
-    headers = ["dataset", "users", "items", "interactions", "mean len", "median len", "density", "timestamps"]
+    headers = ["dataset", "users", "items", "interactions", "mean len", "median len", "density", "timestamps", "repeats dropped"]
     table = [[r["name"], f"{r['users']:,}", f"{r['items']:,}", f"{r['interactions']:,}", f"{r['mean_len']:.1f}",
-              f"{r['median_len']:.0f}", f"{r['density']:.4%}", "yes" if r["has_timestamps"] else "no"] for r in rows if "users" in r]
+              f"{r['median_len']:.0f}", f"{r['density']:.4%}", "yes" if r["has_timestamps"] else "no", _dedup_cell(r)]
+             for r in rows if "users" in r]
     print(tabulate(table, headers=headers, tablefmt="simple"))
+    print("repeats dropped: repeated (user, item) interactions removed by the default dedup (first occurrence kept); "
+          "a suite's protocol.dedup: keep keeps them")
     for row in rows:
         if "users" not in row:
             print(f"not available: {row['name']}: {row.get('missing', '')}")
     return 0
+
+
+def _dedup_cell(row: dict) -> str:
+    dedup = next((step for step in row.get("steps", ()) if step["step"] == "dedup"), None)
+    if dedup is None:
+        return "-"  # the built-in dataset is generated without preprocessing
+    return f"{dedup['dropped']:,}" if dedup["policy"] != "keep" else f"0 (keeps {dedup['repeats']:,})"
 
 
 def command_list_models(args) -> int:

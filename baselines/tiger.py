@@ -16,7 +16,9 @@ histories).
 Inference is beam search (``beam_size``, 20 as the paper) constrained by a
 prefix trie of the existing SIDs (``bench.sid_decoding``): every beam is a
 real item, and the ranked beams are the top-K list (at most ``beam_size``
-items; HR@K for K > beam_size counts the rest as misses).
+items; metrics at K > beam_size are not measured, NaN). With the history
+excluded (``exclude_seen``) prefixes that lead only to the user's items are
+pruned during the search, so the list is still full with unseen items.
 
 Differences from the paper: the SIDs come from k-means quantizers instead
 of an RQ-VAE (the paper's own ablation also reports RQ-KMeans); the encoder
@@ -175,7 +177,8 @@ class SidRecommender(NeuralRecommender):
         return history_target_batches(train, self.config.max_len, self.config.targets_per_user, batch_size, rng)
 
     def report(self) -> dict:
-        return {f"sid_{key}": value for key, value in self.sids.report.items()} if self.sids else {}
+        sids = {f"sid_{key}": value for key, value in self.sids.report.items()} if self.sids else {}
+        return {**sids, "list_length": self.config.beam_size}  # the longest list generate returns
 
     def trie_on(self, device) -> SidTrie:
         if self.trie.device != torch.device(device):
@@ -228,8 +231,11 @@ class Tiger(SidRecommender):
                             for digit in range(target.shape[1])]).mean()
 
     @torch.no_grad()
-    def generate(self, histories: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, min(k, beam_size)] items, best first, from a trie-constrained beam search over SIDs."""
+    def generate(self, histories: torch.Tensor, k: int, exclude_seen: bool = False) -> torch.Tensor:
+        """[B, min(k, beam_size)] items, best first, from a trie-constrained beam search over SIDs.
+
+        With ``exclude_seen`` no item of the row's history is produced (the beam is filled with unseen ones).
+        """
         memory, padding = self.encode(histories)
         batch = len(histories)
 
@@ -241,4 +247,5 @@ class Tiger(SidRecommender):
             return [logits.log_softmax(-1).reshape(batch, width, -1)]
 
         trie = self.trie_on(histories.device)
-        return constrained_beam_search(trie, predict, [[d] for d in range(trie.n_digits)], batch, self.config.beam_size, k)
+        return constrained_beam_search(trie, predict, [[d] for d in range(trie.n_digits)], batch, self.config.beam_size, k,
+                                       exclude=histories if exclude_seen else None)

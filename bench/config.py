@@ -35,9 +35,13 @@ class ProtocolConfig:
     eval_batch_size: int = 256
     min_rating: float | None = None  # preprocessing: keep ratings >= this (None keeps all)
     core: int = 0  # preprocessing: iterative k-core filter (0 = off)
+    # preprocessing: a repeated (user, item) pair keeps its "first" or "last" occurrence, or "keep" keeps
+    # every repeat; None = the source's default ("first" for registered sources and csv:, "keep" for seq:)
+    dedup: str | None = None
 
     def validate(self) -> None:
         from bench.splits import SPLITS
+        from datasets.interactions import DEDUP_POLICIES
 
         if self.split not in SPLITS:
             raise DrbenchError(f"protocol.split must be one of {', '.join(SPLITS)}, got '{self.split}'")
@@ -52,6 +56,8 @@ class ProtocolConfig:
             raise DrbenchError(f"protocol.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.core < 0:
             raise DrbenchError(f"protocol.core must be >= 0, got {self.core}")
+        if self.dedup is not None and self.dedup not in DEDUP_POLICIES:
+            raise DrbenchError(f"protocol.dedup must be one of {', '.join(DEDUP_POLICIES)}, got '{self.dedup}'")
 
 
 @dataclass
@@ -85,12 +91,17 @@ class ResourcesConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.5  # used only when the Ray cluster has GPUs
     max_concurrent_trials: int = 0  # 0 = as many as resources allow
+    # How often a trial is started again from scratch when its Ray worker dies
+    # (OOM-killed, node lost); an exception inside the model is never retried.
+    max_retries: int = 1
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
             raise DrbenchError(f"resources.cpus_per_trial must be > 0, got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise DrbenchError(f"resources.gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+        if self.max_retries < 0:
+            raise DrbenchError(f"resources.max_retries must be >= 0, got {self.max_retries}")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -159,12 +170,28 @@ def _construct_mapping(loader, node, deep=False):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _yaml_problem(error: yaml.YAMLError, path: Path) -> str:
+    """'line N, column M: <problem>' on one line, with a hint for tab indentation."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    line = ""
+    if mark is not None:
+        try:
+            line = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[mark.line]
+        except (OSError, IndexError):
+            pass
+    if "\\t" in problem or "\t" in line[: mark.column + 1 if mark is not None else 0]:  # yaml writes a tab as \t
+        problem += " (YAML does not allow tabs for indentation; use spaces)"
+    return where + problem
+
+
 def load_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             loaded = yaml.load(handle, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        raise DrbenchError(f"suite file {path} is not valid YAML: {error}") from None
+        raise DrbenchError(f"suite file {path} is not valid YAML: {_yaml_problem(error, path)}") from None
     if not isinstance(loaded, dict):
         raise DrbenchError(f"suite file {path} must contain a mapping at the top level")
     return loaded

@@ -10,6 +10,12 @@ A model whose inference mode generates ranked lists (``generates_lists``,
 e.g. multi-step diffusion decoding or beam search) is asked for its top-K
 list instead; the target's rank is its position in the list, a target
 absent from the list is a miss, and the same metric code runs on the ranks.
+With the history excluded, such a model generates with
+``generate(histories, k, exclude_seen=True)``: the user's items are never
+candidates and the list is filled with the next best unseen items, as the
+scoring path ranks the unseen items. A list shorter than the largest K
+(``list_length``) leaves the metrics at larger K unmeasured (NaN), never
+counted as misses.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ class TrialDiverged(DrbenchError):
 class EvalResult:
     ranks: np.ndarray  # int32 [U] 1-based target rank; n_items + 1 = not rankable
     top_items: np.ndarray  # int32 [U, max(ks)] ranked item ids
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # NaN at a K beyond list_length (not measured)
+    list_length: int | None = None  # items per generated list; None = full ranking of the catalogue
 
 
 def left_padded(histories: Sequences, rows: np.ndarray, max_len: int | None = None) -> torch.Tensor:
@@ -64,7 +71,8 @@ def evaluate(
 
     With ``exclude_history`` the items in a user's input are removed from the
     ranking; a target that is itself in the history then counts as a miss
-    (it is never put back, which would leak the target).
+    (it is never put back, which would leak the target). A generator is asked
+    to generate without them (``exclude_seen``), so its list stays full.
     """
     ks = sorted(ks)
     if ks[-1] > n_items:
@@ -73,14 +81,17 @@ def evaluate(
     n_users = len(eval_set)
     ranks = np.zeros(n_users, dtype=np.int32)
     top_items = np.zeros((n_users, ks[-1]), dtype=np.int32)
+    list_length = None
     for start in range(0, n_users, batch_size):
         rows = np.arange(start, min(start + batch_size, n_users))
         histories = left_padded(eval_set.histories, rows).to(device)
         targets = torch.from_numpy(eval_set.targets[rows]).to(device)
         if generates_lists(model):
-            top = _checked_list(model.generate(histories, ks[-1]), len(rows), ks[-1], n_items)
-            if exclude_history:
-                top = _drop_seen(top, histories)
+            generated = model.generate(histories, ks[-1], exclude_seen=True) if exclude_history else model.generate(histories, ks[-1])
+            top = _checked_list(generated, len(rows), ks[-1], n_items)
+            if exclude_history and _contains_seen(top, histories):
+                raise RuntimeError("model generated an item of the user's history although exclude_seen was asked")
+            list_length = min(ks[-1] if list_length is None else list_length, generated.shape[1])
             ranks[rows] = ranks_from_lists(top, targets, n_items).cpu().numpy()
             top_items[rows] = top.cpu().numpy()
             continue
@@ -94,25 +105,7 @@ def evaluate(
             scores.scatter_(1, histories, -torch.inf)  # padding 0 maps to the already-masked column
         ranks[rows] = ranks_from_scores(scores, targets).cpu().numpy()
         top_items[rows] = torch.topk(scores, ks[-1], dim=1).indices.cpu().numpy()
-    return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items))
-
-
-def without_seen(result: EvalResult, eval_set: EvalSet, n_items: int, ks=(5, 10, 20), batch_size: int = 256) -> EvalResult:
-    """A list-generating model's ``result`` judged again with each user's input items dropped from the lists.
-
-    The same as ``evaluate(..., exclude_history=True)`` for a model whose
-    generation is deterministic (beam search, confidence-ordered unmasking),
-    without generating every list a second time.
-    """
-    ks = sorted(ks)
-    ranks = np.zeros(len(eval_set), dtype=np.int32)
-    top_items = np.zeros_like(result.top_items)
-    for start in range(0, len(eval_set), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(eval_set)))
-        top = _drop_seen(torch.from_numpy(result.top_items[rows]).long(), left_padded(eval_set.histories, rows))
-        ranks[rows] = ranks_from_lists(top, torch.from_numpy(eval_set.targets[rows]).long(), n_items).numpy()
-        top_items[rows] = top.numpy()
-    return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items))
+    return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items, list_length), list_length)
 
 
 def generates_lists(model) -> bool:
@@ -133,11 +126,9 @@ def _checked_list(top: torch.Tensor, n_rows: int, k: int, n_items: int) -> torch
     return torch.nn.functional.pad(top, (0, k - top.shape[1]))
 
 
-def _drop_seen(top: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-    """Remove the user's input items from a list, keeping the order of the rest (the list gets shorter)."""
-    seen = (top.unsqueeze(-1) == histories.unsqueeze(1)).any(-1) | (top == 0)  # [B, K]
-    order = torch.sort(seen.int(), dim=1, stable=True).indices  # kept items first, in their order
-    return torch.where(seen.gather(1, order), torch.zeros_like(top), top.gather(1, order))
+def _contains_seen(top: torch.Tensor, histories: torch.Tensor) -> bool:
+    """True if any row's list holds an item of that row's history (0, an empty slot, is not an item)."""
+    return bool(((top.unsqueeze(-1) == histories.unsqueeze(1)).any(-1) & (top > 0)).any())
 
 
 @torch.no_grad()

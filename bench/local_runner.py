@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 
 from bench.config import SuiteConfig
+from bench.latency import measure_pending, snapshot
 from bench.results import RunDir
 from bench.splits import Split
-from bench.trial import run_trial
-from bench.tune_runner import EPOCH_LINE_SECONDS, crashed_trial_record, epoch_line, progress_line, unfinished_specs
+from bench.trial import train_and_test
+from bench.tune_runner import (EPOCH_LINE_SECONDS, crashed_trial_record, epoch_line, latency_threads, progress_line, stamp,
+                               unfinished_specs)
 
 
 def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], echo=print,
@@ -22,10 +24,12 @@ def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Spli
     """Run every unfinished trial in this process; returns the number of failed trials.
 
     A failing trial is recorded (with its traceback) and the suite goes on,
-    as under Ray; Ctrl-C stops at once and keeps the finished trials.
+    as under Ray; Ctrl-C stops at once and keeps the finished trials. Once
+    every trial has trained, the latency phase times the trained models.
     """
     pending, total = unfinished_specs(suite, run, specs, echo)
     if not pending:
+        measure_pending(run, splits, latency_threads(suite), echo=echo)
         return 0
     already_done = total - len(pending)
     echo(f"running {len(pending)} trials in this process, one after another (no Ray)"
@@ -42,11 +46,14 @@ def run_suite_in_process(suite: SuiteConfig, run: RunDir, splits: dict[str, Spli
                 echo(epoch_line(key, record["epoch"], suite.protocol.monitor, record))
 
         try:
-            record, arrays = run_trial(spec, splits[spec["dataset"]], on_validation)
+            record, arrays, model = train_and_test(spec, splits[spec["dataset"]], on_validation)
+            run.save_pending_model(spec["key"], snapshot(model))
+            del model
         except Exception as error:  # the trial fails, the suite goes on
             record, arrays = crashed_trial_record(spec, error), None
-        record["run_id"] = run.path.name
-        run.write_trial(record, arrays)
+        run.write_trial(stamp(record, run), arrays)
         echo(progress_line(record, finished, total, already_done, time.monotonic() - started))
-        frame = run.write_tables()
+        run.write_tables()
+    measure_pending(run, splits, latency_threads(suite), echo=echo)
+    frame = run.write_tables()
     return int((frame["status"] != "ok").sum())

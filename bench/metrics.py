@@ -62,10 +62,21 @@ def coverage(top_items: np.ndarray, k: int, n_items: int) -> float:
     return float(np.count_nonzero(recommended)) / n_items
 
 
-def summarize(ranks: np.ndarray, top_items: np.ndarray, ks: Iterable[int], n_items: int) -> dict[str, float]:
-    """Mean of every per-user metric, plus coverage@K."""
+def summarize(ranks: np.ndarray, top_items: np.ndarray, ks: Iterable[int], n_items: int,
+              list_length: int | None = None) -> dict[str, float]:
+    """Mean of every per-user metric, plus coverage@K.
+
+    ``list_length``: the length of generated top-K lists (None = full
+    ranking). A cut-off beyond it is not measured: its HR, NDCG, MRR and
+    coverage are NaN rather than misses of items the model never listed.
+    """
     ks = list(ks)
     summary = {name: float(values.mean()) for name, values in per_user_metrics(ranks, ks).items()}
     for k in ks:
         summary[f"coverage@{k}"] = coverage(top_items, k, n_items)
+    if list_length is not None:
+        for k in ks:
+            if k > list_length:
+                for metric in ("hr", "ndcg", "mrr", "coverage"):
+                    summary[f"{metric}@{k}"] = float("nan")
     return summary

@@ -23,6 +23,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.config import ReportConfig
+from bench.errors import DrbenchError
+from bench.fingerprint import check_comparable
 from bench.models import model_entry
 from bench.published import PublishedSource
 from bench.results import RunDir
@@ -55,6 +57,7 @@ class AccuracyTable:
     comparisons: list[Comparison]
     baselines: set[str]
     failed: pd.DataFrame  # failed trials (key, error)
+    provenance: str = ""  # "Trained on <hardware>; code <commit>." for the caption
 
     def cell(self, dataset: str, model: str, metric: str) -> Cell | None:
         return self.cells.get((dataset, model, metric))
@@ -65,17 +68,28 @@ def is_baseline(model_type: str) -> bool:
     return model_entry(model_type).model_class.__module__.startswith("baselines.")
 
 
-def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """(dataset, model) -> {metric: [U] per-user values averaged over seeds}, from the saved test ranks."""
-    values = {}
+def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str]):
+    """From the saved test ranks: (dataset, model) -> {metric: [U] per-user values averaged over seeds},
+    and (dataset, model) -> (split fingerprint, [U] test users) for checking the pairing."""
+    values, evaluated = {}, {}
     for (dataset, model), group in ok.groupby(["dataset", "model"], sort=False):
         arrays = [run.trial_arrays(key) for key in group["key"]]
         users = arrays[0]["test_users"]
-        if any(not np.array_equal(a["test_users"], users) for a in arrays):
-            raise ValueError(f"{dataset}/{model}: seeds were tested on different users; the split is not shared")
+        splits = set(group["split_fingerprint"]) if "split_fingerprint" in group else {None}
+        if len(splits) > 1 or any(not np.array_equal(a["test_users"], users) for a in arrays):
+            raise DrbenchError(f"{dataset}/{model}: its seeds were tested on different users or splits; the split is not shared")
         ranks = [a["test_ranks"] for a in arrays]
-        values[(dataset, model)] = {metric: per_user_metric(ranks, metric) for metric in metrics}
-    return values
+        # a metric the trials did not measure (K beyond a generated list) has no per-user values: NaN, never tested
+        values[(dataset, model)] = {metric: per_user_metric(ranks, metric) if _measured(group, metric) else np.full(len(users), np.nan)
+                                    for metric in metrics}
+        evaluated[(dataset, model)] = (splits.pop(), users)
+    return values, evaluated
+
+
+def _measured(group: pd.DataFrame, metric: str) -> bool:
+    """False for a metric that every trial of the group recorded as not measured (NaN: K beyond its generated list)."""
+    column = f"test_{metric}"
+    return column not in group or not group[column].astype(float).isna().all()
 
 
 def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> AccuracyTable:
@@ -91,19 +105,21 @@ def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> Ac
             cells[(dataset, model, metric)] = Cell(values.mean(), values.std(ddof=1) if len(values) > 1 else float("nan"), len(values))
     for dataset in datasets:
         for metric in metrics:
-            column = {m: cells[(dataset, m, metric)].mean for m in models if (dataset, m, metric) in cells}
+            column = {m: cells[(dataset, m, metric)].mean for m in models
+                      if (dataset, m, metric) in cells and not np.isnan(cells[(dataset, m, metric)].mean)}  # NaN: not measured, no place
             distinct = sorted(set(np.round(list(column.values()), 12)), reverse=True)
             for model, mean in column.items():
                 place = distinct.index(round(mean, 12)) + 1
                 cells[(dataset, model, metric)].place = place if place <= 2 and len(column) > 1 else 0
     comparisons = []
     if baselines and set(ok["model"]) - baselines:
-        comparisons = compare_to_best_baseline(per_user_values(run, ok, metrics), baselines, metrics, config.significance_alpha)
+        values, evaluated = per_user_values(run, ok, metrics)
+        comparisons = compare_to_best_baseline(values, baselines, metrics, config.significance_alpha, evaluated)
         for comparison in comparisons:
             cell = cells[(comparison.dataset, comparison.model, comparison.metric)]
             cell.significant, cell.p_holm = comparison.significant, comparison.p_holm
     failed = frame.loc[frame["status"] != "ok", ["key", "error"]] if "error" in frame else frame.iloc[0:0]
-    return AccuracyTable(datasets, models, metrics, cells, comparisons, baselines, failed)
+    return AccuracyTable(datasets, models, metrics, cells, comparisons, baselines, failed, provenance_sentence(ok))
 
 
 def _number(value: float, scale: float) -> str:
@@ -111,7 +127,7 @@ def _number(value: float, scale: float) -> str:
 
 
 def _cell_markdown(cell: Cell | None, scale: float) -> str:
-    if cell is None:
+    if cell is None or np.isnan(cell.mean):  # NaN: not measured (K beyond a generated list)
         return "–"
     text = _number(cell.mean, scale)
     text = f"**{text}**" if cell.place == 1 else f"<u>{text}</u>" if cell.place == 2 else text
@@ -121,7 +137,7 @@ def _cell_markdown(cell: Cell | None, scale: float) -> str:
 
 
 def _cell_latex(cell: Cell | None, scale: float) -> str:
-    if cell is None:
+    if cell is None or np.isnan(cell.mean):
         return "--"
     text = _number(cell.mean, scale)
     text = rf"\textbf{{{text}}}" if cell.place == 1 else rf"\underline{{{text}}}" if cell.place == 2 else text
@@ -142,7 +158,38 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
     if published is not None and config.layout == "metrics_as_rows":
         text += (f" (paper) columns: published by {published[0].citation} gap = (measured − published) / published;"
                  " – where the source reports no value.")
+    if table.provenance:
+        text += " " + table.provenance
     return text
+
+
+def _distinct(frame: pd.DataFrame, column: str) -> list[str]:
+    return [str(v) for v in dict.fromkeys(frame[column].dropna())] if column in frame else []
+
+
+def provenance_sentence(frame: pd.DataFrame) -> str:
+    """Which hardware and code produced the trials, e.g. "Trained on AMD EPYC (2 cores); code 8638526a."."""
+    hardware = _distinct(frame, "hardware")
+    commits = []
+    for commit, dirty in dict.fromkeys(zip(frame.get("code_commit", pd.Series(dtype=str)), frame.get("code_dirty", pd.Series(dtype=str)))):
+        if isinstance(commit, str):
+            commits.append(commit[:10] + (" with uncommitted changes" if dirty is True or dirty == "True" else ""))
+    parts = []
+    if hardware:
+        parts.append(f"Trained on {' and '.join(hardware)}")
+    if commits:
+        parts.append(f"code {', '.join(commits)}")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def latency_sentence(frame: pd.DataFrame) -> str:
+    """How the latency columns were measured, from the trials' own records."""
+    methods = _distinct(frame, "latency_method")
+    if not methods:
+        return "Latency: not measured by this version of drbench (older records)."
+    pending = int((frame.get("latency") == "pending").sum()) if "latency" in frame else 0
+    text = "Latency: " + "; or ".join(methods) + "."
+    return text + (f" {pending} trial(s) not timed yet (resume the run to time them)." if pending else "")
 
 
 def published_columns(table: AccuracyTable, published: tuple[PublishedSource, dict] | None, scale: float, dataset: str,
@@ -155,7 +202,7 @@ def published_columns(table: AccuracyTable, published: tuple[PublishedSource, di
     for label, paper_name in models.items():
         value = source.value(dataset, paper_name, metric)
         cell = table.cell(dataset, label, metric)
-        gap = "–" if value is None or cell is None else f"{(cell.mean - value) / value:+.1%}"
+        gap = "–" if value is None or cell is None or np.isnan(cell.mean) else f"{(cell.mean - value) / value:+.1%}"
         columns += [(f"{paper_name} (paper)", "–" if value is None else _number(value, scale)), (f"gap {label}", gap)]
     return columns
 
@@ -247,7 +294,7 @@ def accuracy_frame(table: AccuracyTable) -> pd.DataFrame:
 EFFICIENCY_COLUMNS = {
     "num_parameters": "params", "epoch_time_s": "s/epoch", "best_epoch": "best epoch",
     "time_to_best_s": "s to best", "train_time_s": "train s", "latency_p50_ms": "ms/user p50",
-    "latency_p95_ms": "ms/user p95", "users_per_s": "users/s",
+    "latency_p95_ms": "ms/user p95", "latency_p99_ms": "ms/user p99", "users_per_s": "users/s",
 }
 
 
@@ -270,7 +317,7 @@ def efficiency_frame(run: RunDir, frame: pd.DataFrame, steps: pd.DataFrame) -> p
                 if "inference_steps" in ok else np.nan)
     if not steps.empty:
         per_step = steps.groupby(["dataset", "model", "inference_steps"], sort=False)[
-            ["latency_p50_ms", "latency_p95_ms", "users_per_s", "test_ndcg@10"]].mean().reset_index()
+            [c for c in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "users_per_s", "test_ndcg@10") if c in steps]].mean().reset_index()
         per_step = per_step.rename(columns={"inference_steps": "steps"})
         trained = rows.set_index(["dataset", "model"])
         for column in ("num_parameters", "epoch_time_s", "best_epoch", "time_to_best_s", "train_time_s"):
@@ -303,21 +350,26 @@ def efficiency_rows(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
-def efficiency_markdown(rows: pd.DataFrame) -> str:
+def efficiency_caption(frame: pd.DataFrame) -> str:
+    return ("Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested. "
+            f"{latency_sentence(frame)} Diffusion models have one row per number of denoising steps (one training run, so "
+            f"training columns repeat). {provenance_sentence(frame)}").strip()
+
+
+def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
     headers, body = efficiency_rows(rows)
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True, colalign=("left", "left") + ("right",) * (len(headers) - 2))
-    return (table + "\n\nMeans over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint "
-            "is tested. Latency: one user at a time after warm-up; users/s: batches of 256. Diffusion models have one row "
-            "per number of denoising steps (one training run, so training columns repeat).\n")
+    return table + "\n\n" + efficiency_caption(frame if frame is not None else pd.DataFrame()) + "\n"
 
 
-def efficiency_latex(rows: pd.DataFrame) -> str:
+def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
     headers, body = efficiency_rows(rows)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{ll{'r' * (len(headers) - 2)}}}", r"\toprule",
              " & ".join(map(_latex_escape, headers)) + r" \\", r"\midrule"]
     lines += [" & ".join(_latex_text(v) for v in row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}",
-              r"\caption{Efficiency: parameters, training time per epoch and until the selected epoch, inference latency per user (p50/p95) and throughput; mean over seeds.}",
+              rf"\caption{{Efficiency: parameters, training time per epoch and until the selected epoch, inference latency per user "
+              rf"(p50/p95/p99) and throughput. {_latex_text(efficiency_caption(frame if frame is not None else pd.DataFrame()))}}}",
               r"\label{tab:efficiency}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -368,7 +420,7 @@ def suite_order(run: RunDir, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     config = run.metadata().get("config") or {}
     labels = [m["label"] for m in config.get("models", [])]
-    datasets = list(config.get("datasets", []))
+    datasets = list(run.metadata().get("datasets") or config.get("datasets", []))  # keyed by label, in the suite's order
     position = lambda values, order: [order.index(v) if v in order else len(order) for v in values]  # noqa: E731
     keys = pd.DataFrame({"d": position(frame["dataset"], datasets), "m": position(frame["model"], labels), "s": frame["seed"]})
     return frame.iloc[keys.sort_values(["d", "m", "s"], kind="stable").index].reset_index(drop=True)
@@ -383,6 +435,7 @@ def write_report(run: RunDir) -> Path:
     config = report_config(run)
     out = run.path / "report"
     frame, steps = suite_order(run, run.write_tables()), run.steps_frame()
+    check_comparable(frame)
     if frame.empty:
         atomic_write(out / "report.md", "# Report\n\nNo finished trials yet.\n")
         return out
@@ -394,9 +447,9 @@ def write_report(run: RunDir) -> Path:
     atomic_write(out / "accuracy.tex", accuracy_latex(table, config, published))
     atomic_write(out / "accuracy.csv", accuracy_frame(table).to_csv(index=False))
     efficiency = efficiency_frame(run, frame, steps)
-    efficiency_md = efficiency_markdown(efficiency)
+    efficiency_md = efficiency_markdown(efficiency, frame)
     atomic_write(out / "efficiency.md", efficiency_md)
-    atomic_write(out / "efficiency.tex", efficiency_latex(efficiency))
+    atomic_write(out / "efficiency.tex", efficiency_latex(efficiency, frame))
     atomic_write(out / "efficiency.csv", efficiency.to_csv(index=False))
     sections = [f"# Report of {run.path.name}", "", "## Accuracy", "", accuracy_md, "## Efficiency", "", efficiency_md]
     if source is not None:

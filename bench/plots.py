@@ -161,7 +161,8 @@ def write_plots(frame: pd.DataFrame, steps: pd.DataFrame, records: list[dict], m
     if ok.empty:
         return []
     written = metric_bars(frame, out_dir)
-    written += pareto(frame, steps, out_dir)
+    if "latency_p50_ms" in ok and ok["latency_p50_ms"].notna().any():  # none before the latency phase has run
+        written += pareto(frame, steps, out_dir)
     order = list(dict.fromkeys(frame["model"]))
     written += quality_vs_steps(steps, out_dir, order)
     written += validation_curves(records, monitor, out_dir, order)

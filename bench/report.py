@@ -19,7 +19,7 @@ def _header(column: str) -> str:
 
 
 def _mean_std(values: pd.Series, digits: int = 4) -> str:
-    values = values.dropna()
+    values = values.astype(float).dropna()  # NaN: not measured (K beyond a generated list), shown as "–"
     if values.empty:
         return "–"
     if len(values) == 1:
@@ -49,7 +49,8 @@ def dataset_table(frame: pd.DataFrame, mark_best=lambda cell: f"**{cell}**") -> 
         row = [model, str(len(group))]
         for column in columns:
             cell = _mean_std(group[column])
-            row.append(mark_best(cell) if np.isclose(means.loc[model, column], best[column]) and len(means) > 1 else cell)
+            # NaN means (not measured) are never best, and a column needs two measured models to have one
+            row.append(mark_best(cell) if np.isclose(means.loc[model, column], best[column]) and means[column].notna().sum() > 1 else cell)
         row += [_cost(group[c].mean(), c) if c in group else "–" for c in COST_COLUMNS]
         rows.append(row)
     failed = frame[frame["status"] != "ok"]
@@ -73,7 +74,10 @@ def steps_rows(steps: pd.DataFrame) -> list[list[str]]:
     for (model, n_steps), group in steps.groupby(["model", "inference_steps"], sort=True):
         row = [model, str(int(n_steps)), str(len(group))]
         for column in STEPS_COLUMNS:
-            row.append(_mean_std(group[column]) if column.startswith("test_") else _cost(group[column].mean(), column))
+            if column not in group:  # latency not measured yet (the latency phase runs after every trial has trained)
+                row.append("–")
+            else:
+                row.append(_mean_std(group[column]) if column.startswith("test_") else _cost(group[column].mean(), column))
         rows.append(row)
     return rows
 
@@ -104,7 +108,8 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool
                              disable_numparse=True, colalign=("left",) + ("right",) * (len(headers) - 1))
             lines += [f"### {dataset}: quality and latency per number of denoising steps (one training run each)", "", table, ""]
     best = "marked *" if terminal else "in bold"
-    lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}.")
+    lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}; "
+                 "– = not measured (K beyond a model's generated list) or failed.")
     return "\n".join(lines) + "\n"
 
 

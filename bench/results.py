@@ -5,6 +5,7 @@ Layout of ``results/<suite>/<run-id>/``::
     suite.json            the resolved suite and trial specs of this run
     trials/<key>.json     one finished trial (record + validation curve)
     trials/<key>.npz      its per-user test ranks
+    pending-latency/      trained models waiting for the latency phase (deleted once timed)
     trials.csv            one row per trial, regenerated from trials/
     steps.csv             diffusion models' test metrics and latency per number of
                           denoising steps (when a suite sweeps steps), idem
@@ -121,6 +122,23 @@ class RunDir:
             atomic_write(self.trials_dir / f"{key}.npz", buffer.getvalue())
         atomic_write(self.trials_dir / f"{key}.json", json.dumps(record, indent=2, default=_json_default) + "\n")
 
+    @property
+    def pending_dir(self) -> Path:
+        return self.path / "pending-latency"
+
+    def save_pending_model(self, key: str, payload: bytes) -> None:
+        """A trained model kept until the latency phase times it (written before its trial's record)."""
+        atomic_write(self.pending_dir / f"{key}.pt", payload)
+
+    def pending_model(self, key: str) -> bytes | None:
+        path = self.pending_dir / f"{key}.pt"
+        return path.read_bytes() if path.is_file() else None
+
+    def drop_pending_model(self, key: str) -> None:
+        (self.pending_dir / f"{key}.pt").unlink(missing_ok=True)
+        if self.pending_dir.is_dir() and not any(self.pending_dir.iterdir()):
+            self.pending_dir.rmdir()
+
     def records(self) -> list[dict]:
         if not self.trials_dir.is_dir():
             return []
@@ -138,7 +156,7 @@ class RunDir:
         rows = []
         for record in self.records():
             row = {k: v for k, v in record.items() if k not in ("history", "steps_sweep")}
-            for nested in ("params", "training"):
+            for nested in ("params", "training", "protocol"):
                 if isinstance(row.get(nested), dict):
                     row[nested] = json.dumps(row[nested], sort_keys=True)
             rows.append(row)

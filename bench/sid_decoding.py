@@ -33,6 +33,13 @@ class SidTrie:
 
     def __init__(self, children: list[torch.Tensor]):
         self.children = children
+        # parents[d][node] = the depth-d node above a depth-(d + 1) node (item 0, padding, has none: 0)
+        self.parents = []
+        for table in children:
+            parent = torch.zeros(int(table.max()) + 1, dtype=torch.long, device=table.device)
+            valid = table >= 0
+            parent[table[valid]] = torch.arange(len(table), device=table.device).unsqueeze(1).expand_as(table)[valid]
+            self.parents.append(parent)
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, vocab_sizes: Sequence[int]) -> "SidTrie":
@@ -65,6 +72,24 @@ class SidTrie:
     def to(self, device) -> "SidTrie":
         return SidTrie([table.to(device) for table in self.children])
 
+    def exhausted(self, histories: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth d + 1, [B, nodes] True where every item below the node is in that row's history.
+
+        histories: [B, L] item ids, 0 = padding. Entry d answers for the
+        nodes that ``children[d]`` leads to (the last entry: the items).
+        """
+        n_items = len(self.parents[-1]) - 1
+        seen = torch.zeros(len(histories), n_items + 1, dtype=torch.bool, device=histories.device)
+        seen.scatter_(1, histories.clamp(0, n_items), True)
+        unseen = (~seen).int()
+        unseen[:, 0] = 0  # padding is no item
+        exhausted = [unseen == 0]
+        for depth in range(self.n_digits - 1, 0, -1):  # count the unseen items below each node, level by level up
+            unseen = torch.zeros(len(histories), len(self.children[depth]), dtype=torch.int, device=histories.device
+                                 ).index_add_(1, self.parents[depth], unseen)
+            exhausted.insert(0, unseen == 0)
+        return exhausted
+
 
 def digit_groups(n_digits: int, steps: int) -> list[list[int]]:
     """Digits 0..n_digits-1 in order, cut into ``steps`` contiguous groups of near-equal size (steps <= n_digits)."""
@@ -73,14 +98,21 @@ def digit_groups(n_digits: int, steps: int) -> list[list[int]]:
 
 @torch.no_grad()
 def constrained_beam_search(trie: SidTrie, predict: Predictor, groups: list[list[int]], batch_size: int,
-                            beam_size: int, k: int) -> torch.Tensor:
+                            beam_size: int, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """[B, min(k, beam_size)] int64 item ids ranked by beam score (summed digit log-probs); 0 = no item.
 
     ``groups`` lists the digits predicted by each call of ``predict``, in
     order; digits of one group share that call's predictions and are then
     expanded one after another, the beam pruned to ``beam_size`` after each.
+
+    ``exclude`` ([B, L] item ids, 0 = padding), e.g. the users' histories:
+    those items are never produced. Every prefix whose items are all excluded
+    is pruned at each digit, so each beam kept still leads to an allowed item
+    and the list is as full as without the exclusion (unless fewer items are
+    left): the search runs as on a trie without those items.
     """
     device = trie.device
+    exhausted = trie.exhausted(exclude.to(device)) if exclude is not None else None
     node = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # [B, W]; -1 = dead beam
     score = torch.zeros(batch_size, 1, device=device)  # [B, W]
     prefix = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=device)  # [B, W, d]
@@ -89,8 +121,10 @@ def constrained_beam_search(trie: SidTrie, predict: Predictor, groups: list[list
         for position, digit in enumerate(group):
             children = trie.children[digit][node.clamp(min=0)]  # [B, W, V]
             vocab = children.shape[-1]
-            candidates = (score.unsqueeze(-1) + log_probs[position].float()).masked_fill(
-                (children < 0) | (node < 0).unsqueeze(-1), -torch.inf)
+            invalid = (children < 0) | (node < 0).unsqueeze(-1)
+            if exhausted is not None:
+                invalid |= exhausted[digit].gather(1, children.clamp(min=0).reshape(batch_size, -1)).reshape(children.shape)
+            candidates = (score.unsqueeze(-1) + log_probs[position].float()).masked_fill(invalid, -torch.inf)
             score, flat_index = candidates.reshape(batch_size, -1).topk(min(beam_size, candidates[0].numel()), dim=1)
             parent = flat_index // vocab  # [B, W']
             node = children.reshape(batch_size, -1).gather(1, flat_index).masked_fill(torch.isinf(score), -1)

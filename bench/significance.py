@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import wilcoxon
 
+from bench.errors import DrbenchError
 from bench.metrics import per_user_metrics
 
 TEST_NAME = "one-sided paired Wilcoxon signed-rank test on per-user values, Holm-corrected over all {n} tests, alpha {alpha:g}"
@@ -63,8 +64,18 @@ class Comparison:
         return self.model_mean > self.reference_mean and self.p_holm < self.alpha
 
 
+def check_same_users(dataset: str, model: str, reference: str, evaluated: dict[tuple[str, str], tuple[str, np.ndarray]]) -> None:
+    """A paired test pairs user i with user i: both models must have been tested on the same users of the same split."""
+    (split_a, users_a), (split_b, users_b) = evaluated[(dataset, model)], evaluated[(dataset, reference)]
+    if split_a != split_b or not np.array_equal(users_a, users_b):
+        what = f"splits {split_a} and {split_b}" if split_a != split_b else "different users of one split"
+        raise DrbenchError(f"{dataset}: {model} and {reference} were tested on {what}; a paired test needs the same users "
+                           "of the same split (report runs of different splits separately)")
+
+
 def compare_to_best_baseline(per_user: dict[tuple[str, str], dict[str, np.ndarray]], baselines: set[str],
-                             metrics: list[str], alpha: float = 0.05) -> list[Comparison]:
+                             metrics: list[str], alpha: float = 0.05,
+                             evaluated: dict[tuple[str, str], tuple[str, np.ndarray]] | None = None) -> list[Comparison]:
     """Test every non-baseline model against the best baseline, per dataset and metric; Holm across all tests.
 
     per_user: (dataset, model) -> {metric: [U] per-user values (seed-averaged)}.
@@ -72,11 +83,15 @@ def compare_to_best_baseline(per_user: dict[tuple[str, str], dict[str, np.ndarra
     metric. Every non-baseline model is tested (the family of tests is fixed
     before looking at the results), so a model that does worse simply gets a
     large p-value; the correction counts every test of the table.
+    ``evaluated``: (dataset, model) -> (split fingerprint, [U] test users);
+    every pair is checked to be the same users of the same split.
+    A metric a model did not measure (NaN values: K beyond its generated
+    list) is not tested, and such a baseline is no reference for it.
     """
     comparisons = []
     for metric in metrics:
         for dataset in sorted({d for d, _ in per_user}):
-            models = {m: v[metric] for (d, m), v in per_user.items() if d == dataset}
+            models = {m: v[metric] for (d, m), v in per_user.items() if d == dataset and not np.isnan(v[metric]).any()}
             reference_models = {m: v for m, v in models.items() if m in baselines}
             if not reference_models:
                 continue
@@ -84,6 +99,8 @@ def compare_to_best_baseline(per_user: dict[tuple[str, str], dict[str, np.ndarra
             for model, values in models.items():
                 if model in baselines:
                     continue
+                if evaluated is not None:
+                    check_same_users(dataset, model, reference, evaluated)
                 comparisons.append(Comparison(dataset, model, reference, metric, float(values.mean()),
                                               float(reference_models[reference].mean()),
                                               improvement_p_value(values, reference_models[reference]), alpha=alpha))

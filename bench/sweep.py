@@ -34,6 +34,7 @@ from bench.results import RunDir, atomic_write
 from bench.splits import Split
 from bench.trial import fit_trial, make_trial_spec
 from datasets import dataset_family
+from datasets.registry import dataset_label
 
 SPACES_FILE = Path(__file__).resolve().parent / "spaces.yaml"
 SAMPLERS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "lograndint", "qrandint", "choice")
@@ -130,7 +131,7 @@ def _scheduler(sweep: SweepConfig, training: TrainConfig):
 
 
 def sweep_dir(run: RunDir, dataset: str, label: str) -> Path:
-    return run.path / "tune" / f"{dataset}__{label}"
+    return run.path / "tune" / f"{dataset_label(dataset)}__{label}"
 
 
 def _history(results) -> pd.DataFrame:
@@ -166,7 +167,7 @@ def run_one_sweep(suite: SuiteConfig, run: RunDir, split: Split, dataset: str, s
 
     trainable = tune.with_resources(tune.with_parameters(_sweep_trainable, base_spec=base, split=split),
                                     {"cpu": suite.resources.cpus_per_trial})
-    name = f"drbench-tune-{suite.name}-{run.path.name}-{dataset}__{spec.label}"
+    name = f"drbench-tune-{suite.name}-{run.path.name}-{dataset_label(dataset)}__{spec.label}"
     experiment = Path("~/ray_results").expanduser() / name
     started = time.monotonic()
     if resume and tune.Tuner.can_restore(str(experiment)):
@@ -184,7 +185,7 @@ def run_one_sweep(suite: SuiteConfig, run: RunDir, split: Split, dataset: str, s
             ),
             # drbench turns Ray's automatic loggers off; a search needs its per-round results on disk
             # (to pick the winner and to survive a restore), so these two are asked for explicitly.
-            run_config=tune.RunConfig(name=name, verbose=0, failure_config=tune.FailureConfig(max_failures=0),
+            run_config=tune.RunConfig(name=name, verbose=0, failure_config=tune.FailureConfig(max_failures=suite.resources.max_retries),
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]),
         )
     results = tuner.fit()

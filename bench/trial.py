@@ -18,23 +18,36 @@ import torch
 
 from bench.config import ProtocolConfig, TrainConfig, build_config
 from bench.errors import DrbenchError
-from bench.evaluation import evaluate, generates_lists, measure_latency, without_seen
+from bench.evaluation import evaluate, generates_lists
+from bench.latency import timed_record
 from bench.models import build_model, model_entry
+from bench.provenance import environment
 from bench.splits import Split
 from bench.trainer import Trainer
 from datasets.item_text import NO_TEXT_FIX
 
 
 def trial_key(dataset: str, label: str, seed: int) -> str:
-    return f"{dataset}__{label}__seed{seed}"
+    """``<dataset label>__<model label>__seed<N>``: a file name and a Ray trial name, so a custom spec
+    (``seq:/some/path``) is replaced by its safe ``dataset_label``."""
+    from datasets.registry import dataset_label
+
+    return f"{dataset_label(dataset)}__{label}__seed{seed}"
 
 
 def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dict, training: dict, protocol: ProtocolConfig,
                     steps_sweep: list[int] | tuple[int, ...] = ()) -> dict:
-    """A JSON-serialisable description of one trial."""
+    """A JSON-serialisable description of one trial.
+
+    ``dataset`` (the key of the splits, the name in tables) is the dataset's label;
+    ``dataset_spec`` is the name or ``csv:``/``seq:`` spec the suite gave.
+    """
+    from datasets.registry import dataset_label
+
     return {
         "key": trial_key(dataset, label, seed),
-        "dataset": dataset,
+        "dataset": dataset_label(dataset),
+        "dataset_spec": dataset,
         "label": label,
         "model": model,
         "seed": seed,
@@ -86,12 +99,20 @@ def fit_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
 
 
 def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """Train, select on validation, test once. Returns (record, arrays).
+    """Train, select on validation, test once, and time inference right away. Returns (record, arrays).
 
     ``record`` is one row for ``trials.csv`` (its ``history`` entry, the
     validation curve, is kept in the trial's JSON only); ``arrays`` holds the
     per-user test ranks (for significance tests and re-computing metrics).
+    For tests and benchmarks: the suite runners time a model only once no
+    other trial is training (``bench.latency``), through ``train_and_test``.
     """
+    record, arrays, model = train_and_test(spec, split, on_validation)
+    return timed_record(record, model, split.test, pick_device()), arrays
+
+
+def train_and_test(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None):
+    """Train, select on validation, test once. Returns (record, arrays, trained model); the record's latency is pending."""
     model, summary, fit_seconds = fit_trial(spec, split, on_validation)
     protocol = build_config(ProtocolConfig, spec["protocol"], "protocol")
     device = pick_device()
@@ -101,14 +122,12 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     # protocol's choice is the headline, the other convention is kept for comparison.
     filtered = {}
     if not protocol.exclude_history:
-        # generated lists are deterministic: drop the seen items from them rather than generate them again
-        filtered = (without_seen(test, split.test, split.n_items, protocol.ks, protocol.eval_batch_size) if generates_lists(model)
-                    else evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device)).metrics
-    latency = measure_latency(model, split.test, device, k=max(protocol.ks))
+        # generators generate again with the user's items excluded, so both kinds of model are filtered the same way
+        filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
     arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
     sweep = []
     if spec.get("steps_sweep"):
-        sweep = steps_sweep(model, split, protocol, device, spec["steps_sweep"], test, latency, arrays)
+        sweep = steps_sweep(model, split, protocol, device, spec["steps_sweep"], test, arrays)
     record = {
         "key": spec["key"],
         "dataset": spec["dataset"],
@@ -120,6 +139,7 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "split": protocol.split,
         "split_fingerprint": split.fingerprint,
         "exclude_history": protocol.exclude_history,
+        "protocol": asdict(protocol),
         "ranking": "generated" if generates_lists(model) else "full",
         "n_items": split.n_items,
         "n_test_users": len(split.test),
@@ -136,20 +156,19 @@ def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
         "epoch_time_s": summary.epoch_time_s,
         "num_parameters": model.num_parameters(),
         **model.report(),
-        **latency,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
+        "latency": "pending",
+        **environment(device),
         "inference_steps": model.inference_steps,
         "steps_sweep": sweep,
         "history": summary.history,
     }
-    return record, arrays
+    return record, arrays, model
 
 
-def steps_sweep(model, split: Split, protocol: ProtocolConfig, device, step_counts, test, latency, arrays) -> list[dict]:
+def steps_sweep(model, split: Split, protocol: ProtocolConfig, device, step_counts, test, arrays) -> list[dict]:
     """Test the trained model again with each number of denoising steps (no retraining).
 
-    Returns one entry per step count (test metrics and latency); per-user ranks
+    Returns one entry per step count (test metrics; latency comes later); per-user ranks
     go into ``arrays`` as ``test_ranks_steps<N>``. The configured step count
     reuses the main test. The model is left at its configured steps.
     """
@@ -157,12 +176,11 @@ def steps_sweep(model, split: Split, protocol: ProtocolConfig, device, step_coun
     results = []
     for steps in step_counts:
         if steps == configured:
-            result, timing = test, latency
+            result = test
         else:
             model.set_inference_steps(steps)
             result = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
-            timing = measure_latency(model, split.test, device, k=max(protocol.ks))
-        results.append({"inference_steps": steps, **{f"test_{k}": v for k, v in result.metrics.items()}, **timing})
+        results.append({"inference_steps": steps, **{f"test_{k}": v for k, v in result.metrics.items()}})
         arrays[f"test_ranks_steps{steps}"] = result.ranks
     model.set_inference_steps(configured)
     return results

@@ -8,11 +8,18 @@ Preprocessing, in this order (``PreprocessConfig``):
    (and sources without timestamps) in file order, which is how S3-Rec,
    ICLRec and DiffuRec ordered the Amazon and MovieLens files;
 3. duplicates of a (user, item) pair: ``first`` keeps the earliest
-   occurrence (default), ``last`` the latest, ``keep`` keeps repeats;
+   occurrence, ``last`` the latest, ``keep`` keeps repeats; ``None`` is the
+   source's default (``datasets.registry.default_dedup``: ``first`` for
+   registered sources and ``csv:`` logs, ``keep`` for ``seq:`` files, which
+   are usually prepared benchmark files), ``first`` when called directly;
 4. optional iterative k-core: drop users and items with fewer than ``core``
    interactions until none is left;
 5. ids remapped to 1..n (sorted by original id; numeric ids sort
    numerically, so a sequence file keeps its own numbering), 0 is padding.
+
+Every step that drops rows is recorded in ``InteractionData.steps`` (one
+dict per step with ``dropped`` and ``kept`` row counts), so a run can say
+what preprocessing did.
 """
 
 from __future__ import annotations
@@ -31,11 +38,11 @@ DEDUP_POLICIES = ("first", "last", "keep")
 @dataclass(frozen=True)
 class PreprocessConfig:
     min_rating: float | None = None
-    dedup: str = "first"
+    dedup: str | None = None  # None: the source's default (see the module docstring)
     core: int = 0
 
     def __post_init__(self):
-        if self.dedup not in DEDUP_POLICIES:
+        if self.dedup is not None and self.dedup not in DEDUP_POLICIES:
             raise DrbenchError(f"dedup must be one of {', '.join(DEDUP_POLICIES)}, got '{self.dedup}'")
         if self.core < 0:
             raise DrbenchError(f"core must be >= 0, got {self.core}")
@@ -53,7 +60,10 @@ class InteractionData:
     timestamps: Sequences | None  # aligned with ``items``; None when the source has none
     user_ids: np.ndarray  # str [n_users] original user id of row u
     item_ids: np.ndarray  # str [n_items + 1] original id of item i; item_ids[0] is padding
-    source: str = ""  # the file it came from, relative to the data root
+    source: str = ""  # the file it came from, relative to the data root (else its name only: never an absolute path)
+    source_sha256: str = ""  # of that file ("" for the built-in dataset)
+    # what preprocessing did, one dict per step: {"step": "dedup", "policy": ..., "dropped": n, "kept": m, ...}
+    steps: tuple[dict, ...] = ()
 
     @property
     def n_items(self) -> int:
@@ -92,21 +102,34 @@ def _k_core(log: pd.DataFrame, core: int) -> pd.DataFrame:
         log = log[keep]
 
 
+def _step(step: str, before: pd.DataFrame, after: pd.DataFrame, **details) -> dict:
+    return {"step": step, **details, "dropped": len(before) - len(after), "kept": len(after)}
+
+
 def preprocess(log: pd.DataFrame, name: str, config: PreprocessConfig, source: str = "") -> InteractionData:
     log = log.assign(order=np.arange(len(log), dtype=np.int64))
+    steps = []
     if config.min_rating is not None:
         if log["rating"].isna().all():
             raise DrbenchError(
                 f"dataset '{name}' has no ratings (source {source or 'unknown'}), so min_rating={config.min_rating} "
                 "cannot be applied; remove protocol.min_rating or use a source with ratings"
             )
-        log = log[log["rating"] >= config.min_rating]
+        kept = log[log["rating"] >= config.min_rating]
+        steps.append(_step("min_rating", log, kept, threshold=config.min_rating))
+        log = kept
     has_timestamps = "timestamp" in log.columns
     log = log.sort_values(["user", "timestamp", "order"] if has_timestamps else ["user", "order"], kind="stable")
-    if config.dedup != "keep":
-        log = log.drop_duplicates(["user", "item"], keep=config.dedup)
+    policy = config.dedup or "first"
+    repeats = int(log.duplicated(["user", "item"]).sum())
+    kept = log if policy == "keep" else log.drop_duplicates(["user", "item"], keep=policy)
+    steps.append(_step("dedup", log, kept, policy=policy, repeats=repeats))
+    log = kept
     if config.core > 0:
-        log = _k_core(log, config.core)
+        kept = _k_core(log, config.core)
+        steps.append(_step("k-core", log, kept, k=config.core, users_dropped=log["user"].nunique() - kept["user"].nunique(),
+                           items_dropped=log["item"].nunique() - kept["item"].nunique()))
+        log = kept
     if log.empty:
         raise DrbenchError(f"dataset '{name}' has no interactions left after preprocessing {config.as_dict()}")
 
@@ -117,7 +140,8 @@ def preprocess(log: pd.DataFrame, name: str, config: PreprocessConfig, source: s
     lengths = np.bincount(user_codes, minlength=len(user_ids))
     items = Sequences.from_lengths(lengths, item_codes[order] + 1)
     timestamps = Sequences.from_lengths(lengths, log["timestamp"].to_numpy(dtype=np.int64)[order]) if has_timestamps else None
-    return InteractionData(name, items, timestamps, user_ids, np.concatenate([["[PAD]"], item_ids]), source)
+    return InteractionData(name, items, timestamps, user_ids, np.concatenate([["[PAD]"], item_ids]), source,
+                           steps=tuple(steps))
 
 
 def dataset_stats(data: InteractionData) -> dict:
@@ -132,4 +156,5 @@ def dataset_stats(data: InteractionData) -> dict:
         "density": data.n_interactions / (data.n_users * data.n_items),
         "has_timestamps": data.has_timestamps,
         "source": data.source,
+        "sha256": data.source_sha256,
     }

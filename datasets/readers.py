@@ -9,9 +9,11 @@ uses as the chronological tie-break. Every reader turns a bad file into a
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +22,63 @@ import pandas as pd
 from bench.errors import DrbenchError
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def unreadable_file_error(path: Path, error: OSError) -> DrbenchError:
+    """One line naming a file that cannot be opened or read, and what to do about it."""
+    if isinstance(error, IsADirectoryError):
+        return DrbenchError(f"{path} is a directory, not a data file; name the file inside it")
+    if isinstance(error, PermissionError):
+        return DrbenchError(f"cannot read {path}: permission denied; make it readable (chmod +r) or copy it somewhere readable")
+    if isinstance(error, FileNotFoundError):
+        return DrbenchError(f"data file not found: {path}")
+    return DrbenchError(f"cannot read {path}: {error.strerror or error}; check the file (or the disk it is on) and copy it again")
+
+
+def _broken_file_error(path: Path, error: Exception) -> DrbenchError:
+    if isinstance(error, gzip.BadGzipFile):
+        return DrbenchError(f"{path} is not a gzip file although its name ends in .gz; "
+                            "if it is plain text, rename it without .gz, else download or copy it again")
+    if isinstance(error, EOFError):
+        return DrbenchError(f"{path} is truncated (the gzip stream ends early, an interrupted download or copy?); "
+                            "download or copy it again")
+    if isinstance(error, zlib.error):
+        return DrbenchError(f"{path} is a damaged gzip file ({error}); download or copy it again")
+    if isinstance(error, UnicodeDecodeError):
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == GZIP_MAGIC
+        if compressed and not path.name.endswith(".gz"):
+            return DrbenchError(f"{path} is gzip-compressed but its name does not end in .gz; rename it to {path.name}.gz")
+        return DrbenchError(f"{path} is not valid UTF-8 text ({error}); is it the right file?")
+    return unreadable_file_error(path, error)
+
+
+def _reports_broken_files(reader):
+    """Turn a damaged, compressed-or-not, unreadable file into one ``DrbenchError`` line naming it."""
+
+    @functools.wraps(reader)
+    def read(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except (EOFError, zlib.error, UnicodeDecodeError, OSError) as error:
+            raise _broken_file_error(Path(path), error) from None
+
+    return read
+
+
 def _open_text(path: Path, encoding: str = "utf-8"):
     path = Path(path)
+    if path.is_dir():
+        raise DrbenchError(f"{path} is a directory, not a data file; name the file inside it")
     if not path.is_file():
         raise DrbenchError(f"data file not found: {path}")
     if path.stat().st_size == 0:
         raise DrbenchError(f"data file is empty: {path}")
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    try:
+        raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    except OSError as error:
+        raise unreadable_file_error(path, error) from None
     return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
 
 
@@ -39,7 +91,7 @@ def _read_table(path: Path, what: str, **read_csv_args) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DrbenchError(f"data file is empty: {path}") from None
     except UnicodeDecodeError as error:
-        raise DrbenchError(f"{path} is not valid text ({error}); is it the right file?") from None
+        raise _broken_file_error(Path(path), error) from None
     if frame.empty:
         raise DrbenchError(f"data file has no interactions: {path}")
     return frame
@@ -170,9 +222,12 @@ def read_amazon_reviews(path: Path) -> pd.DataFrame:
 
 
 READERS = {
-    "movielens-100k": read_movielens_100k,
-    "movielens-dat": read_movielens_dat,
-    "interaction-csv": read_interaction_csv,
-    "sequences": read_sequence_file,
-    "amazon-reviews": read_amazon_reviews,
+    name: _reports_broken_files(reader)
+    for name, reader in {
+        "movielens-100k": read_movielens_100k,
+        "movielens-dat": read_movielens_dat,
+        "interaction-csv": read_interaction_csv,
+        "sequences": read_sequence_file,
+        "amazon-reviews": read_amazon_reviews,
+    }.items()
 }

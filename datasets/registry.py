@@ -11,10 +11,12 @@ the repository > ``~/.cache/drbench/data``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from datasets.readers import READERS
 from datasets.sequences import Sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CACHE_FORMAT = 1  # bump when preprocessing changes what a cached file contains
+CACHE_FORMAT = 2  # bump when preprocessing changes what a cached file contains
 
 AMAZON_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -135,10 +137,15 @@ def resolve_data_root(flag: str | None = None) -> Path:
 
 
 def file_checksum(path: Path, algorithm: str = "sha256") -> str:
+    from datasets.readers import unreadable_file_error
+
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise unreadable_file_error(Path(path), error) from None
     return digest.hexdigest()
 
 
@@ -156,10 +163,22 @@ def _missing_message(entry: DatasetEntry, root: Path) -> str:
     return "\n".join(lines)
 
 
-def _custom_source(name: str) -> tuple[Path, str, dict]:
+def _split_location(rest: str, root: Path | None) -> tuple[str, str]:
+    """(path, options) of ``<path>[?options]``; a path may itself contain ``?``: the longest prefix that is an
+    existing file (as given, or under the data root) is the path, else everything before the first ``?``."""
+    marks = [i for i, char in enumerate(rest) if char == "?"]
+    for end in [len(rest)] + marks[::-1]:
+        candidate = Path(rest[:end])
+        if candidate.exists() or (root is not None and not candidate.is_absolute() and (root / candidate).exists()):
+            return rest[:end], rest[end + 1:]
+    location, _, query = rest.partition("?")
+    return location, query
+
+
+def _custom_source(name: str, root: Path | None = None) -> tuple[Path, str, dict]:
     """``csv:<path>[?user=..&item=..&time=..&rating=..&sep=..]`` or ``seq:<path>``."""
     kind, _, rest = name.partition(":")
-    location, _, query = rest.partition("?")
+    location, query = _split_location(rest, root)
     options = dict(urllib.parse.parse_qsl(query))
     if kind == "seq":
         if options:
@@ -175,15 +194,29 @@ def _custom_source(name: str) -> tuple[Path, str, dict]:
     return Path(location), "interaction-csv", args
 
 
+def _portable_path(path: Path, root: Path) -> str:
+    """``path`` relative to the data root when under it, else its file name: never a machine's absolute path."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _not_a_file(name: str, path: Path) -> DrbenchError:
+    if path.is_dir():
+        return DrbenchError(f"dataset '{name}': {path} is a directory, not a data file; name the file inside it")
+    return DrbenchError(f"dataset '{name}': file not found: {path}")
+
+
 def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
-    """(file, reader, reader args, source label) for a dataset name."""
+    """(file, reader, reader args, source label) for a dataset name; the label is never an absolute path."""
     if name.startswith(CUSTOM_PREFIXES):
-        path, reader, args = _custom_source(name)
+        path, reader, args = _custom_source(name, root)
         if not path.is_absolute() and not path.exists() and (root / path).exists():
             path = root / path
         if not path.is_file():
-            raise DrbenchError(f"dataset '{name}': file not found: {path}")
-        return path, reader, args, str(path)
+            raise _not_a_file(name, path)
+        return path, reader, args, _portable_path(path, root)
     entry = REGISTRY.get(name)
     if entry is None:
         raise DrbenchError(
@@ -194,11 +227,112 @@ def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
         path = root / source.path
         if path.is_file():
             return path, source.reader, source.reader_args, source.path
+        if path.is_dir():
+            raise _not_a_file(name, path)
     raise DrbenchError(_missing_message(entry, root))
 
 
-def _cache_key(path: Path, reader: str, args: dict, config: PreprocessConfig, name: str) -> str:
-    identity = {"format": CACHE_FORMAT, "source_sha256": file_checksum(path), "reader": reader, "args": args,
+def is_custom(name: str) -> bool:
+    """True for a ``csv:<path>`` / ``seq:<path>`` spec (a file named by the user, not a registered dataset)."""
+    return name.startswith(CUSTOM_PREFIXES)
+
+
+def default_dedup(name: str) -> str:
+    """The dedup policy used when the suite sets none (protocol.dedup): a sequence file is taken as given."""
+    return "keep" if name.startswith("seq:") else "first"
+
+
+_LABELS: dict[str, str] = {}  # custom spec -> its label, filled whenever one is resolved
+
+
+def _custom_label(name: str, path: Path, checksum: str, reader: str, args: dict) -> str:
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    stem = stem.rsplit(".", 1)[0] if "." in stem.strip(".") else stem
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip(".-")[:40] or "data"
+    identity = json.dumps({"sha256": checksum, "reader": reader, "args": args}, sort_keys=True)
+    return f"{name.partition(':')[0]}-{stem}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+
+
+def dataset_label(name: str, data_root: Path | str | None = None) -> str:
+    """A safe, readable label for a dataset spec: for trial keys, file names, Ray trial names and tables.
+
+    Registered names are their own label. A custom spec becomes
+    ``<kind>-<file stem>-<hash>`` (only ``[A-Za-z0-9._-]``); the hash covers
+    the file's content and the reader options, so the same file under two
+    paths has one label and two files with the same name have two. Without
+    ``data_root`` a spec resolved earlier in this process keeps its label.
+    """
+    if not is_custom(name):
+        return name
+    if data_root is None and name in _LABELS:
+        return _LABELS[name]
+    root = Path(data_root) if data_root is not None else resolve_data_root()
+    path, reader, args, _ = _locate(name, root)
+    _LABELS[name] = _custom_label(name, path, file_checksum(path), reader, args)
+    return _LABELS[name]
+
+
+OUTSIDE_DATA_ROOT = "<outside data root>"
+
+
+def portable_suite_config(config: dict, data_root: Path | str | None = None) -> dict:
+    """``dataclasses.asdict(suite)`` with every dataset spec (datasets, models' datasets and overrides,
+    fallbacks) passed through ``portable_spec`` and ``source`` (the suite file) made relative: for suite.json."""
+
+    def spec(name):
+        return portable_spec(name, data_root) if isinstance(name, str) else name
+
+    config = dict(config)
+    config["datasets"] = [spec(name) for name in config.get("datasets", [])]
+    config["fallbacks"] = {spec(k): spec(v) for k, v in (config.get("fallbacks") or {}).items()}
+    config["models"] = [{**model, "datasets": [spec(name) for name in model.get("datasets", [])],
+                         "overrides": {spec(k): v for k, v in (model.get("overrides") or {}).items()}}
+                        for model in config.get("models", [])]
+    if config.get("source"):
+        config["source"] = portable_file(config["source"], data_root)
+    return config
+
+
+def portable_file(path: str | Path, data_root: Path | str | None = None) -> str:
+    """A file's path relative to the current folder or the data root when under one, else its name only."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in [Path.cwd()] + ([Path(data_root)] if data_root is not None else []):
+        try:
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(base)).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+def portable_spec(spec: str, data_root: Path | str | None = None) -> str:
+    """``spec`` as the user wrote it, minus any absolute path of this machine (for suite.json and tables).
+
+    An absolute file path becomes relative to the data root, else to the
+    current folder, when it lies under one of them; otherwise its folder is
+    replaced by ``<outside data root>/``. Registered names are unchanged.
+    """
+    if not is_custom(spec):
+        return spec
+    kind, _, rest = spec.partition(":")
+    location, query = _split_location(rest, Path(data_root) if data_root is not None else None)
+    mark = "?" if query else ""
+    path = Path(location)
+    if not path.is_absolute():
+        return spec
+    for base in ([data_root] if data_root is not None else []) + [Path.cwd()]:
+        try:
+            relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
+        except ValueError:
+            continue
+        if relative.parts:
+            return f"{kind}:{relative.as_posix()}{mark}{query}"
+    return f"{kind}:{OUTSIDE_DATA_ROOT}/{path.name}{mark}{query}"
+
+
+def _cache_key(checksum: str, reader: str, args: dict, config: PreprocessConfig, name: str) -> str:
+    identity = {"format": CACHE_FORMAT, "source_sha256": checksum, "reader": reader, "args": args,
                 "preprocess": config.as_dict(), "name": name}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -206,8 +340,9 @@ def _cache_key(path: Path, reader: str, args: dict, config: PreprocessConfig, na
 def _save_cache(path: Path, data: InteractionData) -> None:
     from bench.results import atomic_write
 
+    meta = {"name": data.name, "source": data.source, "source_sha256": data.source_sha256, "steps": list(data.steps)}
     arrays = {"offsets": data.items.offsets, "items": data.items.values, "user_ids": data.user_ids.astype(str),
-              "item_ids": data.item_ids.astype(str), "meta": np.array(json.dumps({"name": data.name, "source": data.source}))}
+              "item_ids": data.item_ids.astype(str), "meta": np.array(json.dumps(meta))}
     if data.timestamps is not None:
         arrays["timestamps"] = data.timestamps.values
     buffer = io.BytesIO()
@@ -221,28 +356,39 @@ def _load_cache(path: Path) -> InteractionData:
         offsets = stored["offsets"]
         timestamps = Sequences(offsets, stored["timestamps"]) if "timestamps" in stored else None
         return InteractionData(meta["name"], Sequences(offsets, stored["items"]), timestamps,
-                               stored["user_ids"], stored["item_ids"], meta["source"])
+                               stored["user_ids"], stored["item_ids"], meta["source"], meta["source_sha256"],
+                               tuple(meta["steps"]))
 
 
 def load_dataset(name: str, data_root: Path | str | None = None, preprocess_config: PreprocessConfig | None = None,
                  cache_dir: Path | None = None) -> InteractionData:
-    """Load and preprocess a dataset; the result is cached by source checksum + config."""
+    """Load and preprocess a dataset; the result is cached by source checksum + config.
+
+    A custom spec (``csv:``/``seq:``) is named by its ``dataset_label``; ``dedup=None`` in the
+    config means the source's default (``default_dedup``).
+    """
     config = preprocess_config or PreprocessConfig()
+    if config.dedup is None:
+        config = dataclasses.replace(config, dedup=default_dedup(name))
     if name == SYNTHETIC:
         from datasets.synthetic import synthetic_dataset
 
         return synthetic_dataset(config=config)
     root = Path(data_root) if data_root is not None else resolve_data_root()
-    path, reader, args, label = _locate(name, root)
+    path, reader, args, source = _locate(name, root)
+    checksum = file_checksum(path)
+    label = name
+    if is_custom(name):
+        label = _LABELS[name] = _custom_label(name, path, checksum, reader, args)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = cache_dir / f"{name.replace(':', '_').replace('/', '_')[:60]}-{_cache_key(path, reader, args, config, name)}.npz"
+    cached = cache_dir / f"{label[:60]}-{_cache_key(checksum, reader, args, config, label)}.npz"
     if cached.is_file():
         try:
-            return _load_cache(cached)
-        except (OSError, ValueError, KeyError):
+            return dataclasses.replace(_load_cache(cached), source=source)
+        except (OSError, ValueError, KeyError, TypeError):
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     log = READERS[reader](path, **args)
-    data = preprocess(log, name, config, label)
+    data = dataclasses.replace(preprocess(log, label, config, source), source_sha256=checksum)
     try:
         _save_cache(cached, data)
     except OSError:
@@ -266,5 +412,6 @@ def describe_datasets(root: Path) -> list[dict]:
             rows.append({"name": name, "missing": f"put {root / expected.path}{origin}, "
                                                   f"or run: python run_bench.py --download {name}"})
             continue
-        rows.append(dataset_stats(load_dataset(name, root)))
+        data = load_dataset(name, root)
+        rows.append({**dataset_stats(data), "steps": [dict(step) for step in data.steps]})
     return rows

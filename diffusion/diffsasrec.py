@@ -12,15 +12,18 @@ Inference (``inference``):
 - ``single``: one ``[MASK]`` after the history; its logits rank the whole
   catalogue (full ranking, like any scoring model).
 - ``multi``: ``n_masks`` ``[MASK]`` slots after the history (10, as the
-  source; the list has that many items, so HR@20 counts a list of 10 as
-  misses beyond it). Each step predicts every open slot, commits the slots whose
+  source; the list has that many items, so metrics at K > n_masks, e.g.
+  HR@20, are not measured: NaN, "–" in the tables; set ``n_masks: 20`` to
+  measure them). Each step predicts every open slot, commits the slots whose
   top probability reaches ``threshold`` (at least the most confident one;
   when none passes, the threshold is multiplied by ``threshold_decay``), and
   never commits an item twice; an item already committed is removed from the
   other slots' candidates. After ``steps`` steps every open slot is
   committed in order of confidence. The committed items, in commit order, are
   the ranked top-K list, judged by the evaluator's list path. The source's
-  defaults are 20 steps and threshold 0.9.
+  defaults are 20 steps and threshold 0.9. With ``exclude_seen`` the
+  history's items start out as committed (never candidates), so the slots
+  fill with unseen items.
 
 Validation during training always uses single-step scoring (same network,
 far cheaper); the configured inference mode applies to the test set.
@@ -178,47 +181,86 @@ class DiffSASRec(NeuralRecommender):
         states = self.encoder(self._with_masks(histories, 1))
         return self.logits(states[:, -1])
 
+    def report(self) -> dict:
+        return {"list_length": self.config.n_masks} if self.config.inference == "multi" else {}
+
     @torch.no_grad()
-    def generate(self, histories: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, min(n_masks, k)] items in commit order, from that many masked slots denoised over ``steps`` steps."""
+    def generate(self, histories: torch.Tensor, k: int, exclude_seen: bool = False) -> torch.Tensor:
+        """[B, min(n_masks, k)] items in commit order, from that many masked slots denoised over ``steps`` steps.
+
+        With ``exclude_seen`` no item of the row's (whole) history is committed; a slot is left 0
+        only if the catalogue has no unseen item left for it.
+
+        Every step is batched tensor work on the model's device, with no host round trip (no
+        ``.cpu()``, ``.item()`` or data-dependent ``break``). Per row and step:
+
+        - the open slots that still have a candidate are ordered by descending confidence, ties by
+          slot index (a stable sort);
+        - on a step before the last, the slots reaching the row's threshold commit; when none does,
+          only the most confident one commits and the row's threshold is multiplied by
+          ``threshold_decay``. A slot whose item a more confident committing slot takes in the same
+          step stays open;
+        - on the last step every such slot commits, in that order; one whose item was already taken
+          in this step takes its best item not yet taken;
+        - committed items are appended to the ranked list in that order and never become
+          candidates again.
+
+        Each step before the last commits at least one slot of every row that has a slot with a
+        candidate, so after ``k`` steps nothing is left to do: the loop runs ``min(steps, k)`` steps
+        (the remaining ones would change nothing).
+        """
         k = min(self.config.n_masks, k)
         tokens = self._with_masks(histories, k)
-        batch = len(tokens)
-        ranked = torch.zeros(batch, k, dtype=torch.long, device=tokens.device)
-        n_ranked = [0] * batch
-        used = torch.zeros(batch, self.n_items + 1, dtype=torch.bool, device=tokens.device)
-        threshold = [self.config.threshold] * batch
-        for step in range(self.config.steps):
-            last_step = step == self.config.steps - 1
-            open_slots = tokens[:, -k:] == self.mask_token  # [B, k]
-            if not open_slots.any():
-                break
+        batch, device, steps = len(tokens), tokens.device, self.config.steps
+        rows = torch.arange(batch, device=device)
+        # Columns k..2k-1 receive the slots that do not commit (one each, so no index is written twice).
+        ranked = torch.zeros(batch, 2 * k, dtype=torch.long, device=device)
+        sink = torch.arange(k, 2 * k, device=device).expand(batch, k)
+        n_ranked = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        used = torch.zeros(batch, self.n_items + 1, dtype=torch.bool, device=device)
+        used[:, 0] = True  # padding is never a candidate (its logit is -inf); also where non-commits write
+        if exclude_seen:
+            used.scatter_(1, histories, True)
+        # The threshold after n decays, multiplied in double precision step by step and compared in the
+        # confidences' precision, as a Python float per row would be; each row keeps its count of decays.
+        schedule = [self.config.threshold]
+        for _ in range(steps):
+            schedule.append(schedule[-1] * self.config.threshold_decay)
+        thresholds = None
+        n_decays = torch.zeros(batch, dtype=torch.long, device=device)
+        earlier = torch.ones(k, k, dtype=torch.bool, device=device).tril(-1)  # [i, j]: j comes before i
+        for step in range(min(steps, k)):
+            last_step = step == steps - 1
+            block = tokens[:, -k:]
+            open_slots = block == self.mask_token  # [B, k]
             logits = self.logits(self.encoder(tokens)[:, -k:]).masked_fill(used[:, None, :], -torch.inf)
-            confidence, candidate = logits.softmax(-1).max(-1)  # [B, k]
-            confidence = confidence.masked_fill(~open_slots, -1.0).cpu()
-            candidate = candidate.cpu()
-            for row in range(batch):
-                slots = [s for s in confidence[row].argsort(descending=True).tolist() if confidence[row, s] >= 0]
-                if not slots:
-                    continue
-                passing = [s for s in slots if confidence[row, s] >= threshold[row]]
-                if last_step:
-                    passing = slots
-                elif not passing:
-                    passing = slots[:1]
-                    threshold[row] *= self.config.threshold_decay
-                taken: set[int] = set()
-                for slot in passing:
-                    item = int(candidate[row, slot])
-                    if item in taken:
-                        if not last_step:
-                            continue  # another slot claimed it this step; this one stays open
-                        scores = logits[row, slot].clone()
-                        scores[list(taken)] = -torch.inf
-                        item = int(scores.argmax())
-                    taken.add(item)
-                    tokens[row, tokens.shape[1] - k + slot] = item
-                    used[row, item] = True
-                    ranked[row, n_ranked[row]] = item
-                    n_ranked[row] += 1
-        return ranked
+            confidence, candidate = logits.softmax(-1).max(-1)  # [B, k]; NaN where no candidate is left
+            confidence = confidence.masked_fill(~open_slots, -1.0)
+            live = confidence >= 0  # open, with a candidate
+            if thresholds is None:
+                thresholds = torch.tensor(schedule, dtype=confidence.dtype, device=device)
+            confidence, order = confidence.masked_fill(~live, -1.0).sort(dim=1, descending=True, stable=True)
+            live = live.gather(1, order)  # in slot order: the live slots first
+            item = candidate.gather(1, order)
+            if last_step:
+                commit = live
+                for j in range(k):  # in order: a slot whose item an earlier one took takes its best untaken item
+                    best = logits[rows, order[:, j]].masked_fill(used, -torch.inf).argmax(-1)
+                    chosen = torch.where(used[rows, item[:, j]], best, item[:, j])
+                    item[:, j] = chosen
+                    used[rows, torch.where(live[:, j], chosen, 0)] = True
+            else:
+                passing = live & (confidence >= thresholds[n_decays][:, None])
+                stuck = live[:, 0] & ~passing.any(1)  # no slot passes: only the most confident one commits
+                passing[:, 0] |= stuck
+                n_decays += stuck
+                taken_before = ((item[:, :, None] == item[:, None, :]) & earlier & passing[:, None, :]).any(-1)
+                commit = passing & ~taken_before
+                used.scatter_(1, torch.where(commit, item, 0), True)
+            position = torch.where(commit, n_ranked + commit.cumsum(1) - 1, sink)
+            ranked.scatter_(1, position, item)
+            n_ranked += commit.sum(1, keepdim=True)
+            committed = torch.zeros_like(commit).scatter_(1, order, commit)
+            slot_item = torch.zeros_like(item).scatter_(1, order, item)
+            tokens[:, -k:] = torch.where(committed, slot_item.to(tokens.dtype), block)
+        return ranked[:, :k]

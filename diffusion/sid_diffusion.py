@@ -27,7 +27,10 @@ is kept, each extension restricted to a prefix of an existing SID
 (``bench.sid_decoding``): digits unmasked in the same step share one
 prediction and are expanded one after the other through the trie. Finished
 beams are real, distinct items; ranked by summed log-probability they are
-the top-K list (at most ``beam_size`` items). ``steps`` is a run-time knob:
+the top-K list (at most ``beam_size`` items; metrics at larger K are not
+measured). With ``exclude_seen`` the beam never keeps a prefix that leads
+only to the user's own items, so the list is filled with unseen items (as
+TIGER's). ``steps`` is a run-time knob:
 a suite's ``steps_sweep`` tests one trained model at several step counts.
 
 Unmasking in code order rather than by confidence is this implementation's
@@ -134,8 +137,11 @@ class SidDiffusion(SidRecommender):
         return total / target.numel()
 
     @torch.no_grad()
-    def generate(self, histories: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, min(k, beam_size)] items, best first: ``steps`` unmasking steps with a trie-constrained beam."""
+    def generate(self, histories: torch.Tensor, k: int, exclude_seen: bool = False) -> torch.Tensor:
+        """[B, min(k, beam_size)] items, best first: ``steps`` unmasking steps with a trie-constrained beam.
+
+        With ``exclude_seen`` no item of the row's history is produced (the beam is filled with unseen ones).
+        """
         trie = self.trie_on(histories.device)
         n_digits, batch = trie.n_digits, len(histories)
 
@@ -148,4 +154,5 @@ class SidDiffusion(SidRecommender):
             return [self.embedding.digit_logits(states[:, digit], digit).log_softmax(-1).reshape(batch, width, -1)
                     for digit in digits]
 
-        return constrained_beam_search(trie, predict, digit_groups(n_digits, self.config.steps), batch, self.config.beam_size, k)
+        return constrained_beam_search(trie, predict, digit_groups(n_digits, self.config.steps), batch, self.config.beam_size, k,
+                                       exclude=histories if exclude_seen else None)

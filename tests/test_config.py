@@ -84,3 +84,25 @@ def test_report_metrics_default_to_the_protocol_cutoffs():
     assert suite().report.metrics == ["hr@10", "ndcg@10", "hr@20", "ndcg@20"]
     assert suite(protocol={"ks": [5, 10]}).report.metrics == ["hr@10", "ndcg@10"]
     assert suite(protocol={"ks": [1, 3], "monitor": "ndcg@3"}).report.metrics == ["hr@1", "ndcg@1", "hr@3", "ndcg@3"]
+
+
+def test_protocol_dedup_is_a_suite_key_with_the_source_default_when_absent():
+    assert suite().protocol.dedup is None  # the source's default: "first", "keep" for seq: files
+    assert suite(protocol={"dedup": "keep"}).protocol.dedup == "keep"
+    with pytest.raises(DrbenchError, match="protocol.dedup must be one of first, last, keep, got 'sometimes'"):
+        suite(protocol={"dedup": "sometimes"})
+
+
+def test_a_tab_in_a_suite_file_is_one_line_with_its_position_and_the_fix(tmp_path):
+    path = tmp_path / "tabs.yaml"
+    path.write_text("name: t\ndatasets: [synthetic]\nmodels:\n\tpop: {model: pop}\n")
+    with pytest.raises(DrbenchError) as error:
+        load_suite(str(path))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"suite file {path} is not valid YAML: line 4, column 1: ")
+    assert message.endswith("(YAML does not allow tabs for indentation; use spaces)")
+    path.write_text("name: t\ndatasets: [synthetic\nmodels: {pop: {model: pop}}\n")
+    with pytest.raises(DrbenchError, match=r"not valid YAML: line \d+, column \d+: ") as error:
+        load_suite(str(path))
+    assert "\n" not in str(error.value) and "use spaces" not in str(error.value)

@@ -239,3 +239,138 @@ def test_synthetic_dataset_is_deterministic_and_timestamped():
     assert np.array_equal(first.items.values, second.items.values)
     assert first.has_timestamps and first.items.values.min() >= 1 and first.items.values.max() <= first.n_items
     assert all(np.all(np.diff(first.timestamps[u]) > 0) for u in range(first.n_users))
+
+
+# --- custom files: safe labels, portable paths, dedup defaults, broken files -------------------------------------------
+
+WEIRD_DIR = "my data=1&x?y:z"
+
+
+def _seq_file(folder, text="1 5 6 5 7\n2 5 6 7\n3 6 7 8 6\n", name="items.txt"):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_dataset_label_is_safe_and_follows_content_not_path(tmp_path):
+    first = _seq_file(tmp_path / WEIRD_DIR)
+    same = _seq_file(tmp_path / "elsewhere")
+    other = _seq_file(tmp_path / "third", text="1 2 3 4\n")
+    label = registry.dataset_label(f"seq:{first}", tmp_path)
+    assert label.startswith("seq-items-") and len(label) == len("seq-items-") + 8
+    assert set(label) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    assert registry.dataset_label(f"seq:{same}", tmp_path) == label
+    assert registry.dataset_label(f"seq:{other}", tmp_path) != label
+    assert registry.dataset_label("ml-1m") == "ml-1m" and registry.dataset_label("synthetic") == "synthetic"
+    csv = tmp_path / "log.csv"
+    csv.write_text("u,i\n1,2\n")
+    assert registry.dataset_label(f"csv:{csv}?user=u&item=i", tmp_path).startswith("csv-log-")
+    assert registry.dataset_family(f"seq:{first}") == "other"
+
+
+def test_seq_path_with_question_mark_spaces_and_colon_loads_and_is_named_by_its_label(tmp_path):
+    path = _seq_file(tmp_path / WEIRD_DIR)
+    data = load_dataset(f"seq:{path}", tmp_path / "root-elsewhere")
+    assert data.n_users == 3 and data.name == registry.dataset_label(f"seq:{path}")
+    stats = dataset_stats(data)
+    assert stats["source"] == "items.txt" and str(tmp_path) not in json_text(stats)
+    assert stats["sha256"] == registry.file_checksum(path)
+    assert dataset_stats(load_dataset(f"seq:{path}", tmp_path))["source"] == f"{WEIRD_DIR}/items.txt"  # under the data root
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_portable_spec_never_keeps_an_absolute_path(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    inside = _seq_file(root / "sub dir")
+    outside = _seq_file(tmp_path / WEIRD_DIR)
+    monkeypatch.chdir(tmp_path / WEIRD_DIR)
+    assert registry.portable_spec(f"seq:{inside}", root) == "seq:sub dir/items.txt"
+    assert registry.portable_spec(f"seq:{outside}", root) == "seq:items.txt"  # relative to the current folder
+    monkeypatch.chdir(root)
+    assert registry.portable_spec(f"seq:{outside}", root / "sub dir") == "seq:<outside data root>/items.txt"
+    csv = tmp_path / WEIRD_DIR / "log.csv"
+    csv.write_text("u,i\n1,2\n")
+    assert registry.portable_spec(f"csv:{csv}?user=u&item=i", root) == "csv:<outside data root>/log.csv?user=u&item=i"
+    assert registry.portable_spec("ml-1m", root) == "ml-1m" and registry.portable_spec("seq:rel/x.txt", root) == "seq:rel/x.txt"
+    config = registry.portable_suite_config({"datasets": [f"seq:{outside}"], "fallbacks": {},
+                                            "models": [{"datasets": [f"seq:{outside}"], "overrides": {f"seq:{outside}": {}}}],
+                                            "source": str(tmp_path / "suite.yaml")}, root)
+    assert str(tmp_path) not in json_text(config)
+
+
+def test_sequence_files_keep_repeats_by_default_and_every_step_is_counted(tmp_path):
+    path = _seq_file(tmp_path)  # user 1 repeats item 5, user 3 repeats item 6
+    kept = load_dataset(f"seq:{path}", tmp_path)
+    assert kept.n_interactions == 11
+    assert [dict(s) for s in kept.steps] == [{"step": "dedup", "policy": "keep", "repeats": 2, "dropped": 0, "kept": 11}]
+    first = load_dataset(f"seq:{path}", tmp_path, PreprocessConfig(dedup="first", core=2))
+    assert first.steps[0] == {"step": "dedup", "policy": "first", "repeats": 2, "dropped": 2, "kept": 9}
+    assert first.steps[1] == {"step": "k-core", "k": 2, "users_dropped": 0, "items_dropped": 1, "dropped": 1, "kept": 8}
+    again = load_dataset(f"seq:{path}", tmp_path, PreprocessConfig(dedup="first", core=2))  # from the cache
+    assert again.steps == first.steps
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,rating\n1,a,5\n1,a,4\n1,b,2\n")
+    data = load_dataset(f"csv:{csv}", tmp_path, PreprocessConfig(min_rating=3))
+    assert [(s["step"], s["dropped"], s["kept"]) for s in data.steps] == [("min_rating", 1, 2), ("dedup", 1, 1)]
+
+
+def _truncated_gzip(path):
+    text = "".join(f"{u} {u % 97 + 1} {u % 89 + 2} {u % 83 + 3}\n" for u in range(1, 20000)).encode()
+    packed = gzip.compress(text)
+    path.write_bytes(packed[: len(packed) // 2])
+
+
+BROKEN = {
+    "truncated gzip": ("seqs.txt.gz", _truncated_gzip, r"seqs\.txt\.gz is truncated.*download or copy it again"),
+    "not gzip": ("seqs.txt.gz", lambda p: p.write_text("1 2 3\n"), r"seqs\.txt\.gz is not a gzip file.*rename it without \.gz"),
+    "damaged gzip": ("seqs.txt.gz", lambda p: p.write_bytes(gzip.compress(b"1 2 3\n" * 5000)[:10] + b"\x00garbage" * 50),
+                     r"seqs\.txt\.gz is a damaged gzip file.*download or copy it again"),
+    "directory": ("seqs.txt", lambda p: p.mkdir(), r"seqs\.txt is a directory, not a data file; name the file inside it"),
+    "gzip without .gz": ("seqs.txt", lambda p: p.write_bytes(gzip.compress(b"1 2 3\n")), r"seqs\.txt is gzip-compressed.*rename it to seqs\.txt\.gz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_file_is_one_line_naming_it_and_the_fix(tmp_path, case):
+    name, make, message = BROKEN[case]
+    make(tmp_path / name)
+    with pytest.raises(DrbenchError, match=message) as error:
+        load_dataset(f"seq:{tmp_path / name}", tmp_path)
+    assert "\n" not in str(error.value) and str(tmp_path / name) in str(error.value)
+
+
+def test_a_broken_registered_file_is_one_line_too(tmp_path):
+    path = tmp_path / "amazon2014" / "Toys_and_Games" / "reviews_Toys_and_Games_5.json.gz"
+    path.parent.mkdir(parents=True)
+    reviews = "".join(f'{{"reviewerID": "U{u}", "asin": "A{u * 7919 % 10007}", "unixReviewTime": {u}}}\n' for u in range(20000))
+    packed = gzip.compress(reviews.encode())
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DrbenchError, match=r"reviews_Toys_and_Games_5\.json\.gz is truncated"):
+        load_dataset("amazon-toys", tmp_path)
+
+
+@pytest.mark.parametrize("where", ["checksum", "reader"])
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, monkeypatch, where):
+    import builtins
+
+    path = _seq_file(tmp_path)
+    real_open = builtins.open
+    calls = []
+
+    def denying_open(file, *args, **kwargs):  # tests run as root, where chmod 000 still reads
+        if str(file) == str(path):
+            calls.append(file)
+            if where == "checksum" or len(calls) > 1:
+                raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denying_open)
+    with pytest.raises(DrbenchError, match=rf"cannot read {path}: permission denied; make it readable") as error:
+        load_dataset(f"seq:{path}", tmp_path)
+    assert "\n" not in str(error.value)

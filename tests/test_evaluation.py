@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.errors import DrbenchError
-from bench.evaluation import TrialDiverged, evaluate, left_padded, without_seen
+from bench.evaluation import TrialDiverged, evaluate, left_padded
 from bench.splits import EvalSet
 from datasets.sequences import Sequences
 
@@ -93,7 +93,7 @@ def test_evaluation_memory_does_not_grow_with_the_number_of_users():
 
 
 class FixedList:
-    """Generates the same ranked list for everyone."""
+    """Generates the same ranked list for everyone (with ``exclude_seen``: the list without the row's items)."""
 
     generates_lists = True
 
@@ -103,8 +103,10 @@ class FixedList:
     def eval(self):
         return self
 
-    def generate(self, histories, k):
-        return torch.tensor([self.ranked[:k]] * histories.shape[0])
+    def generate(self, histories, k, exclude_seen=False):
+        lists = [[i for i in self.ranked if not exclude_seen or i not in row][:k] for row in histories.tolist()]
+        width = max(len(items) for items in lists)
+        return torch.tensor([items + [0] * (width - len(items)) for items in lists])
 
 
 def test_generated_lists_are_ranked_by_position_and_absent_targets_miss():
@@ -116,39 +118,66 @@ def test_generated_lists_are_ranked_by_position_and_absent_targets_miss():
     assert result.top_items[0].tolist() == [5, 3, 9]
 
 
-def test_generated_lists_with_history_excluded_drop_seen_items_and_keep_order():
-    result = evaluate(FixedList([5, 3, 9]), eval_set([[5, 1]], [9]), n_items=9, ks=(1, 3), exclude_history=True)
-    assert result.top_items[0].tolist() == [3, 9, 0] and result.ranks.tolist() == [2]
+def test_generated_lists_with_history_excluded_are_generated_without_seen_items():
+    result = evaluate(FixedList([5, 3, 9, 7]), eval_set([[5, 1]], [9]), n_items=9, ks=(1, 3), exclude_history=True)
+    assert result.top_items[0].tolist() == [3, 9, 7] and result.ranks.tolist() == [2]
 
 
 class HistoryEcho:
-    """Generates a different list per user: the history, most recent first, then 7, 8, 9."""
+    """Generates a different list per user: the history, most recent first, then 6, 7, 8, 9.
+
+    With ``exclude_seen`` the history is not generated: the list is the unseen items 6..9, filled to k.
+    """
 
     generates_lists = True
 
     def eval(self):
         return self
 
-    def generate(self, histories, k):
+    def generate(self, histories, k, exclude_seen=False):
         lists = []
         for row in histories.tolist():
             seen = [i for i in reversed(row) if i]
-            lists.append((seen + [i for i in (7, 8, 9) if i not in seen])[:k])
-        return torch.tensor([items + [0] * (k - len(items)) for items in lists])
+            lists.append(([] if exclude_seen else seen) + [i for i in (6, 7, 8, 9) if i not in seen])
+        return torch.tensor([(items + [0] * k)[:k] for items in lists])
 
 
-def test_dropping_seen_items_from_generated_lists_equals_generating_them_again_with_exclusion():
-    # lists (K = 3): user 0 [7, 1, 8], user 1 [2, 7, 8], user 2 [8, 4, 3], user 3 [5, 7, 8];
-    # without seen items: [8], [7, 8], [], [7, 8]. Targets 7, 8, 9, 5: ranks 1, 3, miss, 1 before,
-    # miss, 2, miss, miss after (a seen target is never put back).
-    data = eval_set([[1, 7], [2], [3, 4, 8], [5]], [7, 8, 9, 5])
+def test_seen_filtered_generated_lists_come_from_generation_without_the_history():
+    # lists (K = 3): user 0 [7, 1, 6], user 1 [2, 6, 7], user 2 [8, 4, 3], user 3 [5, 6, 7];
+    # generated without the seen items: [6, 8, 9], [6, 7, 8], [6, 7, 9], [6, 7, 8]. Targets 6, 8, 9, 7:
+    # ranks 3, miss, miss, 3 before; 1, 3, 3, 2 after. Dropping the seen items from the first lists
+    # instead ([6], [6, 7], [], [6, 7]) would rank 1, miss, miss, 2: filtered HR@3 (0.5) below unfiltered.
+    data = eval_set([[1, 7], [2], [3, 4, 8], [5]], [6, 8, 9, 7])
     plain = evaluate(HistoryEcho(), data, n_items=9, ks=(1, 3), batch_size=3)
     excluded = evaluate(HistoryEcho(), data, n_items=9, ks=(1, 3), exclude_history=True, batch_size=3)
-    derived = without_seen(plain, data, n_items=9, ks=(1, 3), batch_size=3)
-    assert plain.ranks.tolist() == [1, 3, 10, 1]
-    assert derived.ranks.tolist() == excluded.ranks.tolist() == [10, 2, 10, 10]
-    assert derived.top_items.tolist() == excluded.top_items.tolist() == [[8, 0, 0], [7, 8, 0], [0, 0, 0], [7, 8, 0]]
-    assert derived.metrics == excluded.metrics
+    assert plain.ranks.tolist() == [3, 10, 10, 3]
+    assert excluded.ranks.tolist() == [1, 3, 3, 2]
+    assert excluded.top_items.tolist() == [[6, 8, 9], [6, 7, 8], [6, 7, 9], [6, 7, 8]]
+    assert excluded.metrics["hr@3"] == 1.0 >= plain.metrics["hr@3"] == 0.5
+    assert excluded.metrics["hr@1"] >= plain.metrics["hr@1"]
+
+
+class SeenLeak(HistoryEcho):
+    """Ignores exclude_seen."""
+
+    def generate(self, histories, k, exclude_seen=False):
+        return super().generate(histories, k)
+
+
+def test_a_generator_that_ignores_exclude_seen_is_caught():
+    with pytest.raises(RuntimeError, match="exclude_seen"):
+        evaluate(SeenLeak(), eval_set([[1, 7]], [6]), n_items=9, ks=(3,), exclude_history=True)
+
+
+def test_metrics_beyond_the_generated_list_length_are_not_measured():
+    # a list of 2 items judged at K = 1, 2, 3: K = 3 is NaN (not a miss), and the result carries the length
+    result = evaluate(FixedList([5, 3]), eval_set([[1], [2]], [3, 4]), n_items=9, ks=(1, 2, 3))
+    assert result.list_length == 2
+    assert result.metrics["hr@2"] == 0.5 and result.metrics["coverage@2"] == pytest.approx(2 / 9)
+    for metric in ("hr@3", "ndcg@3", "mrr@3", "coverage@3"):
+        assert np.isnan(result.metrics[metric]), metric
+    full = evaluate(FixedScores(9), eval_set([[1]], [3]), 9, ks=(1, 3))
+    assert full.list_length is None and not any(np.isnan(v) for v in full.metrics.values())
 
 
 def test_generated_lists_must_be_rankings():

@@ -131,3 +131,39 @@ def test_write_report_writes_tables_and_figures(run):
         assert (out / name).is_file(), name
     assert (out / "pareto.png").stat().st_size > 10_000
     assert pd.read_csv(out / "accuracy.csv")["significant"].any()
+
+
+def test_metrics_a_generator_did_not_measure_are_dashes_never_placed_or_tested(tmp_path):
+    # diffsasrec generates 10-item lists (HR@20 not measured), tiger 5-item lists (nothing at K = 10, 20 measured)
+    rng = np.random.default_rng(1)
+    run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "protocol": {"monitor": "ndcg@10"},
+                                                     "models": [{"label": m} for m in ("sasrec", "tiger", "diffsasrec")]}})
+    users = np.arange(N_USERS, dtype=np.int32)
+    for seed in (0, 1):
+        base = rng.integers(1, 40, N_USERS)
+        for model, ranks, length in (("sasrec", base + 3, None), ("tiger", np.maximum(base - 5, 1), 5),
+                                     ("diffsasrec", np.maximum(base - 2, 1), 10)):
+            trial = _record(model, model, seed, ranks)
+            if length:
+                ranks = np.where(ranks <= length, ranks, N_ITEMS + 1)
+                metrics = summarize(ranks, np.zeros((N_USERS, 20), np.int32), [10, 20], N_ITEMS, list_length=length)
+                trial.update({f"test_{k}": v for k, v in metrics.items()}, ranking="generated", list_length=length)
+            run.write_trial(trial, {"test_users": users, "test_ranks": ranks.astype(np.int32)})
+    config = ReportConfig(metrics=["hr@10", "hr@20"])
+    table = accuracy_table(run, run.trials_frame(), config)
+    assert np.isnan(table.cell("toy", "diffsasrec", "hr@20").mean) and np.isnan(table.cell("toy", "tiger", "hr@10").mean)
+    assert table.cell("toy", "diffsasrec", "hr@10").place == 1 and table.cell("toy", "sasrec", "hr@10").place == 2
+    assert table.cell("toy", "sasrec", "hr@20").place == 0  # the only measured value of its column
+    # HR@20 of diffsasrec is not tested; tiger (a baseline that measured nothing) is no reference
+    assert [(c.model, c.metric, c.reference) for c in table.comparisons] == [("diffsasrec", "hr@10", "sasrec")]
+    lines = accuracy_markdown(table, config).splitlines()
+    assert next(line for line in lines if line.startswith("| diffsasrec")).rstrip(" |").endswith("–")
+    assert next(line for line in lines if line.startswith("| tiger")).replace(" ", "") == "|tiger|–|–|"
+    latex = accuracy_latex(table, config)
+    assert "diffsasrec & " in latex and next(line for line in latex.splitlines() if line.startswith("tiger")) == r"tiger & -- & -- \\"
+    assert "nan" not in latex.lower() and "nan" not in "\n".join(lines).lower()
+    tidy = accuracy_frame(table)
+    assert tidy.set_index(["model", "metric"])["mean"].isna().sum() == 3
+    out = write_report(run)  # figures and every table cope with unmeasured cells
+    assert (out / "metrics.png").is_file() and (out / "pareto.png").is_file()
+    assert "nan" not in (out / "accuracy.md").read_text().lower()

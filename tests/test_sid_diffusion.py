@@ -86,3 +86,15 @@ def test_sid_diffusion_learns_planted_pattern_in_one_and_in_all_steps():
     by_steps = {entry["inference_steps"]: entry["test_hr@10"] for entry in record["steps_sweep"]}
     assert record["ranking"] == "generated" and record["inference_steps"] == 3
     assert by_steps[1] > 0.85 and by_steps[3] > 0.85
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_generation_with_seen_items_excluded_at_every_step_count(steps):
+    # digits unmasked together (steps < 3) share one prediction: prefixes leading only to seen items are still pruned
+    model, split = diffusion(steps=steps, beam_size=10)
+    histories = torch.tensor([list(range(1, 21)), [0] * 17 + [3, 9, 27]])
+    top = model.generate(histories, 10, exclude_seen=True)
+    assert top.shape == (2, 10)
+    assert sorted(top[0].tolist()) == list(range(21, 31))  # the only 10 unseen items, all found by a beam of 10
+    assert len(set(top[1].tolist())) == 10 and not {3, 9, 27} & set(top[1].tolist()) and 0 not in top[1].tolist()
+    torch.testing.assert_close(model.generate(histories, 10, exclude_seen=True), top)

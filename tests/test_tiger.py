@@ -90,16 +90,53 @@ def test_tiger_learns_planted_pattern():
     assert record["sid_n_digits"] == 3 and 0.0 <= record["sid_collision_rate"] <= 1.0  # the SID report travels with the results
 
 
-@pytest.mark.parametrize("model_name", ["tiger", "sid_diffusion"])
-def test_generation_is_deterministic_so_seen_items_can_be_dropped_from_the_same_lists(model_name):
-    # run_trial derives the "seen filtered" metrics of list-generating models from the lists it
-    # already generated (bench.evaluation.without_seen); that is exact only if generating again gives the same lists
-    from bench.evaluation import evaluate, without_seen
+def sid_model(model_name, **changes):
     from diffusion.sid_diffusion import SidDiffusion, SidDiffusionConfig
 
     model_class, config_class = {"tiger": (Tiger, TigerConfig), "sid_diffusion": (SidDiffusion, SidDiffusionConfig)}[model_name]
-    model, split = untrained(model_class, config_class)
+    return untrained(model_class, config_class, **changes)
+
+
+@pytest.mark.parametrize("model_name", ["tiger", "sid_diffusion"])
+@pytest.mark.parametrize("beam_size", [20, 10])
+def test_generation_with_seen_items_excluded_fills_the_list_with_unseen_items(model_name, beam_size):
+    model, split = sid_model(model_name, beam_size=beam_size)  # 30 items
+    histories = torch.tensor([[0] * 12 + list(range(1, 9)),  # 8 seen items
+                              list(range(1, 21)),  # 20 seen: exactly 10 unseen left
+                              list(range(2, 31, 2)) + [0] * 5,  # every even item (padding in the middle is ignored)
+                              [0] * 19 + [7]])
+    top = model.generate(histories, 10, exclude_seen=True)
+    assert top.shape == (4, 10)
+    for row, history in zip(top.tolist(), histories.tolist()):
+        assert len(set(row)) == 10 and all(1 <= item <= split.n_items for item in row)  # full: no empty slot
+        assert not set(row) & set(history)
+    assert sorted(top[1].tolist()) == list(range(21, 31))  # the only unseen items
+    torch.testing.assert_close(model.generate(histories, 10, exclude_seen=True), top)  # deterministic
+    # a user who has seen nearly everything gets the few items left, then empty slots
+    few = model.generate(torch.tensor([list(range(1, 28))]), 10, exclude_seen=True)[0].tolist()
+    assert sorted(i for i in few if i) == [28, 29, 30] and few.count(0) == min(10, beam_size) - 3
+
+
+@pytest.mark.parametrize("model_name", ["tiger", "sid_diffusion"])
+def test_seen_filtered_evaluation_generates_without_the_history(model_name):
+    from bench.evaluation import evaluate
+
+    model, split = sid_model(model_name)
     plain = evaluate(model, split.test, split.n_items, ks=(5, 10), batch_size=16)
     excluded = evaluate(model, split.test, split.n_items, ks=(5, 10), exclude_history=True, batch_size=16)
-    derived = without_seen(plain, split.test, split.n_items, ks=(5, 10), batch_size=16)
-    assert derived.ranks.tolist() == excluded.ranks.tolist() and derived.metrics == excluded.metrics
+    assert plain.list_length == excluded.list_length == 10
+    for row, top in enumerate(excluded.top_items):
+        seen = set(split.test.histories[row].tolist())
+        assert not set(top.tolist()) & seen
+        assert np.count_nonzero(top) == min(10, split.n_items - len(seen))  # full unless the user has seen nearly everything
+    again = evaluate(model, split.test, split.n_items, ks=(5, 10), exclude_history=True, batch_size=7)
+    assert again.ranks.tolist() == excluded.ranks.tolist() and again.metrics == excluded.metrics  # deterministic
+
+
+def test_metrics_beyond_the_beam_are_not_measured():
+    from bench.evaluation import evaluate
+
+    model, split = sid_model("tiger", beam_size=5)
+    result = evaluate(model, split.test, split.n_items, ks=(5, 10), batch_size=16)
+    assert result.list_length == 5 and model.report()["list_length"] == 5
+    assert not np.isnan(result.metrics["hr@5"]) and np.isnan(result.metrics["hr@10"]) and np.isnan(result.metrics["ndcg@10"])

@@ -46,7 +46,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics():
 
 def test_steps_sweep_tests_each_step_count_after_one_training_run(monkeypatch):
     split = make_split(synthetic_dataset(n_users=120), "loo")
-    params = {"max_len": 20, "hidden_size": 16, "n_blocks": 1, "inference": "multi", "n_masks": 5, "steps": 8}
+    params = {"max_len": 20, "hidden_size": 16, "n_blocks": 1, "inference": "multi", "n_masks": 10, "steps": 8}
     spec = make_trial_spec("synthetic", "diffsasrec", "diffsasrec", 0, params, {"epochs": 2, "patience": 1},
                            ProtocolConfig(), steps_sweep=[1, 8, 3])
     fits = []
