@@ -83,7 +83,7 @@ def select(suite, args):
             raise DrbenchError(f"--models: {', '.join(unknown)} not in suite '{suite.name}'; its models are: {', '.join(labels)}")
         suite = replace(suite, models=[m for m in suite.models if m.label in args.models])
     if args.datasets:
-        from datasets import dataset_names
+        from bench.data import dataset_names
 
         for name in args.datasets:
             if name not in dataset_names() and ":" not in name:
@@ -102,7 +102,7 @@ def select(suite, args):
 
 def apply_fallbacks(suite, data_root: Path, echo=print):
     """Swap in a suite's declared fallback for each dataset whose files are absent, and say so."""
-    from datasets import dataset_available
+    from bench.data import dataset_available
 
     renamed = {}
     for name in suite.datasets:
@@ -120,7 +120,7 @@ def apply_fallbacks(suite, data_root: Path, echo=print):
 
 def _resolve_labels(datasets, data_root: Path) -> None:
     """Give every csv:/seq: spec its safe label now (a missing or unreadable file fails here, before any run folder)."""
-    from datasets.registry import dataset_label
+    from bench.data.registry import dataset_label
 
     seen = {}
     for name in datasets:
@@ -133,15 +133,15 @@ def _resolve_labels(datasets, data_root: Path) -> None:
 def command_suite(args) -> int:
     from dataclasses import asdict
 
-    from bench.config import load_suite
-    from bench.fingerprint import check_resume, run_fingerprint
-    from bench.latency import pending_latency
+    from bench.run.config import load_suite
+    from bench.records.fingerprint import check_resume, run_fingerprint
+    from bench.run.latency_phase import pending_latency
     from bench.provenance import code_version, environment
-    from bench.report import terminal_table
-    from bench.results import RunDir
-    from bench.tune_runner import pending_specs, prepare_splits, run_suite, trial_specs
-    from datasets import resolve_data_root
-    from datasets.registry import portable_file, portable_suite_config
+    from bench.report.tables import terminal_table, write_tables
+    from bench.records.run_dir import RunDir
+    from bench.run.engine import pending_specs, prepare_splits, run_suite, trial_specs
+    from bench.data import resolve_data_root
+    from bench.data.registry import portable_file, portable_suite_config
 
     if args.no_ray and (args.tune or args.address):
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
@@ -164,7 +164,7 @@ def command_suite(args) -> int:
         check_resume(run, fingerprint)  # nothing is written before this passes
         if not args.tune and not pending_specs(suite, run) and not pending_latency(run):
             print(f"all {len(fingerprint['trials'])} trials of {run.path} are already finished; nothing to run.")
-            print(terminal_table(run.write_tables(), run.steps_frame()))
+            print(terminal_table(write_tables(run), run.steps_frame()))
             print_report(run)
             return 0
         run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
@@ -178,16 +178,19 @@ def command_suite(args) -> int:
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
     specs = None
     if args.tune:
-        from bench.sweep import tuned_specs
+        from bench.run.sweep import tuned_specs
 
         specs = tuned_specs(suite, run, splits, args.address, args.debug, resume=bool(args.resume))
         print(f"retraining the best configurations: {len(specs)} trial(s)")
     if args.no_ray:
-        from bench.local_runner import run_suite_in_process
+        from bench.run.local_backend import LocalBackend
 
-        failures = run_suite_in_process(suite, run, splits)
+        backend = LocalBackend()
     else:
-        failures = run_suite(suite, run, splits, address=args.address, debug=args.debug, specs=specs)
+        from bench.run.ray_backend import RayBackend
+
+        backend = RayBackend(args.address, args.debug)
+    failures = run_suite(suite, run, splits, backend, specs=specs)
     frame = run.trials_frame()
     print()
     print(terminal_table(frame, run.steps_frame()))
@@ -206,7 +209,7 @@ def command_suite(args) -> int:
 def command_list_datasets(args) -> int:
     from tabulate import tabulate
 
-    from datasets import describe_datasets, resolve_data_root
+    from bench.data import describe_datasets, resolve_data_root
 
     root = resolve_data_root(args.data_root)
     print(f"data root: {root}")
@@ -234,7 +237,7 @@ def _dedup_cell(row: dict) -> str:
 def command_list_models(args) -> int:
     from dataclasses import fields
 
-    from bench.models import model_entry, model_names
+    from bench.models.base import model_entry, model_names
 
     width = max(map(len, model_names()))
     for name in model_names():
@@ -247,26 +250,26 @@ def command_list_models(args) -> int:
 
 
 def command_download(args) -> int:
-    from datasets import download, resolve_data_root
+    from bench.data import download, resolve_data_root
 
     download(args.download, resolve_data_root(args.data_root), allow_unverified=args.allow_unverified)
     return 0
 
 
 def print_report(run) -> None:
-    """Paper tables and figures into <run>/report/ (see bench/paper.py)."""
-    from bench.paper import write_report
+    """Paper tables and figures into <run>/report/ (see bench/report/paper.py)."""
+    from bench.report.paper import write_report
 
     out = write_report(run)
     print(f"report (tables in Markdown, LaTeX and CSV; figures in PNG and PDF): {out / 'report.md'}")
 
 
 def command_report(args) -> int:
-    from bench.report import terminal_table
-    from bench.results import RunDir
+    from bench.report.tables import terminal_table, write_tables
+    from bench.records.run_dir import RunDir
 
     run = RunDir.open(Path(args.report))
-    print(terminal_table(run.write_tables(), run.steps_frame()))
+    print(terminal_table(write_tables(run), run.steps_frame()))
     print_report(run)
     return 0
 

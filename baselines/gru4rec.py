@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from baselines.sasrec import init_weights, next_item_batches
+from bench.models.layers import init_weights, next_item_batches
 from bench.errors import DrbenchError
-from bench.models import NeuralRecommender, register_model
-from datasets.sequences import Sequences
+from bench.models.base import NeuralRecommender, register_model
+from bench.data.sequences import Sequences
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.models import FitSummary, Recommender, register_model
+from bench.models.base import FitSummary, Recommender, register_model
 
 
 @dataclass

@@ -51,10 +51,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.sasrec import SequenceEncoder, check_transformer_shape, last_window, shuffled_batches
+from bench.models.layers import SequenceEncoder, check_transformer_shape, last_window, shuffled_batches
 from bench.errors import DrbenchError
-from bench.models import NeuralRecommender, register_model
-from datasets.sequences import Sequences
+from bench.models.base import NeuralRecommender, register_model
+from bench.data.sequences import Sequences
 
 INFERENCE_MODES = ("single", "multi")
 

@@ -96,10 +96,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.sasrec import check_transformer_shape, shuffled_batches
+from bench.models.layers import check_transformer_shape, shuffled_batches
 from bench.errors import DrbenchError
-from bench.models import NeuralRecommender, register_model
-from datasets.sequences import Sequences
+from bench.models.base import NeuralRecommender, register_model
+from bench.data.sequences import Sequences
 from diffusion.common import SCHEDULES, TIMESTEP_SAMPLERS, GaussianDiffusion, TimestepSampler, beta_schedule, timestep_embedding
 
 INFERENCE_SEED = 0  # seed of the generator behind every score() call's noise

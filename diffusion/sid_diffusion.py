@@ -45,12 +45,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.sasrec import check_transformer_shape, init_weights
-from baselines.tiger import MASK, SidEmbedding, SidRecommender, check_generation, encoder_stack
+from bench.models.layers import check_transformer_shape, init_weights
+from bench.models.sid_layers import MASK, SidEmbedding, SidRecommender, check_generation, encoder_stack
 from bench.errors import DrbenchError
-from bench.models import register_model
-from bench.sid_decoding import constrained_beam_search, digit_groups
-from datasets.semantic_ids import SemanticIdConfig
+from bench.models.base import register_model
+from bench.models.sid_decoding import constrained_beam_search, digit_groups
+from bench.models.semantic_ids import SemanticIdConfig
 
 MASKINGS = ("random", "fixed", "sequential")
 

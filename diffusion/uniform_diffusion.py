@@ -98,10 +98,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.sasrec import SequenceEncoder, check_transformer_shape, init_weights, last_window, shuffled_batches
+from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window, shuffled_batches
 from bench.errors import DrbenchError
-from bench.models import NeuralRecommender, register_model
-from datasets.sequences import Sequences
+from bench.models.base import NeuralRecommender, register_model
+from bench.data.sequences import Sequences
 from diffusion.common import timestep_embedding
 
 SCHEDULES = ("linear", "cosine")

@@ -1,8 +1,10 @@
 """Shared test settings, and where the tests find real data: the data root the harness itself would use."""
 
+from pathlib import Path
+
 import torch
 
-from datasets import resolve_data_root
+from bench.data import resolve_data_root
 
 # The test models are tiny: a second intra-op thread only waits, and on a busy
 # machine it waits a lot (a planted-pattern training took 30x longer with 2
@@ -11,3 +13,5 @@ torch.set_num_threads(1)
 
 # $DRBENCH_DATA, else ../shared/data next to the repository (the CI mirror), else the user cache.
 MIRROR = resolve_data_root()
+# small files the tests read, kept in the repository
+FIXTURES = Path(__file__).resolve().parent / "fixtures"

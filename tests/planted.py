@@ -6,8 +6,8 @@ sequential model should reach HR@10 close to 1 while popularity cannot.
 
 import numpy as np
 
-from bench.splits import leave_one_out
-from datasets.sequences import Sequences
+from bench.protocol.splits import leave_one_out
+from bench.data.sequences import Sequences
 
 
 def planted_split(n_users: int = 300, n_items: int = 50, follow: float = 0.9, seed: int = 0):

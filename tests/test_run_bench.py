@@ -153,7 +153,7 @@ def test_no_ray_with_an_option_that_needs_ray_is_a_clear_error(tmp_path, capsys,
 
 @pytest.mark.skipif(not (MIRROR / "ml-100k" / "u.data").is_file(), reason="dataset mirror ../shared/data not present")
 def test_smoke_suite_runs_every_model_and_sasrec_clearly_beats_pop(tmp_path, capsys):
-    from bench.models import model_names
+    from bench.models.base import model_names
 
     code, out, err = run(capsys, "--suite", "smoke", "--results-dir", str(tmp_path))
     assert code == 0, err
@@ -168,7 +168,7 @@ def test_smoke_suite_runs_every_model_and_sasrec_clearly_beats_pop(tmp_path, cap
 
 
 def test_smoke_falls_back_to_synthetic_data_loudly_when_movielens_is_absent(tmp_path):
-    from bench.config import load_suite
+    from bench.run.config import load_suite
 
     lines = []
     suite = run_bench.apply_fallbacks(load_suite("smoke"), tmp_path, echo=lines.append)
@@ -182,8 +182,8 @@ def test_smoke_falls_back_to_synthetic_data_loudly_when_movielens_is_absent(tmp_
 
 
 def test_train_budget_caps_every_model_and_rejects_nonsense(tmp_path):
-    from bench.config import load_suite
-    from bench.tune_runner import trial_specs
+    from bench.run.config import load_suite
+    from bench.run.engine import trial_specs
 
     suite = load_suite(write_suite(tmp_path, TINY_SUITE.replace("sasrec: {model: sasrec,", "sasrec: {model: sasrec, training: {max_minutes: 60},")))
     args = run_bench.parse_args(["--suite", "x", "--train-budget", "1.5"])
@@ -218,7 +218,7 @@ def custom_file_run(tmp_path_factory):
     import contextlib
     import io
 
-    from datasets.registry import dataset_label
+    from bench.data.registry import dataset_label
 
     tmp = tmp_path_factory.mktemp("custom")
     path = weird_seq_file(tmp)
@@ -263,7 +263,7 @@ def json_of(path):
 
 
 def test_a_seq_file_by_absolute_path_with_special_characters_runs_through_ray(tmp_path, capsys):
-    from datasets.registry import dataset_label
+    from bench.data.registry import dataset_label
 
     spec = f"seq:{weird_seq_file(tmp_path)}"
     code, out, err = run(capsys, "--suite", write_suite(tmp_path, POP_SUITE), "--datasets", spec, "--results-dir", str(tmp_path / "results"))
@@ -276,9 +276,9 @@ def test_a_seq_file_by_absolute_path_with_special_characters_runs_through_ray(tm
 
 
 def test_preprocessing_steps_are_printed_with_counts_and_recorded(tmp_path):
-    from bench.config import parse_suite
-    from bench.tune_runner import prepare_splits
-    from datasets.registry import dataset_label
+    from bench.run.config import parse_suite
+    from bench.run.engine import prepare_splits
+    from bench.data.registry import dataset_label
 
     path = tmp_path / "log.csv"
     rows = ["user_id,item_id,rating,timestamp"] + [f"u{u},i{(u + k) % 12},{1 + (u + k) % 5},{k}" for u in range(30) for k in range(8)]

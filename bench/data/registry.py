@@ -1,0 +1,422 @@
+"""The named datasets, where their files live, and how they are loaded.
+
+Each dataset is a card in the repository's ``datasets/`` folder (one YAML
+file: name, description, family, and its possible source files under the
+data root, best first, each with its reader, reader options and official
+download location and checksum); adding a dataset is adding a card. The
+first source present is used (``InteractionData.source`` and every result
+row record which); ``--download`` fetches the official one.
+
+Data root: ``--data-root`` > ``$DRBENCH_DATA`` > ``../shared/data`` next to
+the repository > ``~/.cache/drbench/data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import DrbenchError
+from bench.data.interactions import InteractionData, PreprocessConfig, dataset_stats, preprocess
+from bench.data.readers import READERS
+from bench.data.sequences import Sequences
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE_FORMAT = 2  # bump when preprocessing changes what a cached file contains
+
+
+
+@dataclass(frozen=True)
+class Official:
+    """Where a source file officially comes from.
+
+    ``url`` is fetched; when it is a zip, ``member`` is extracted. A checksum
+    is ``"sha256:<hex>"`` or ``"md5:<hex>"`` (GroupLens publishes md5 sums of
+    its zips); None means no verified checksum is known.
+    """
+
+    url: str
+    archive_checksum: str | None = None
+    member: str | None = None
+    file_checksum: str | None = None
+
+    def validate(self) -> None:
+        for checksum in (self.archive_checksum, self.file_checksum):
+            if checksum is not None and checksum.partition(":")[0] not in ("sha256", "md5"):
+                raise DrbenchError(f"checksum '{checksum}' must be sha256:<hex> or md5:<hex>")
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str  # relative to the data root
+    reader: str  # key of bench.data.readers.READERS
+    official: Official | None = None
+    reader_args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    description: str
+    sources: tuple[Source, ...]
+    family: str = "other"  # "movielens", "amazon": models keep per-family default hyperparameters
+
+
+CARDS_DIR = REPO_ROOT / "datasets"  # one YAML card per dataset: adding a dataset is adding a card
+CARD_KEYS = {"order", "name", "description", "family", "sources"}
+
+
+def _card_entry(path: Path) -> tuple[int, DatasetEntry]:
+    """One dataset card, checked key by key (see datasets/*.yaml)."""
+    from bench.checked import build_config, load_yaml
+
+    card = load_yaml(path)
+    unknown = sorted(set(card) - CARD_KEYS)
+    missing = sorted({"name", "description", "sources"} - set(card))
+    if unknown or missing:
+        raise DrbenchError(f"dataset card {path.name}: " + (f"unknown key(s) {', '.join(unknown)}" if unknown else
+                                                            f"missing key(s) {', '.join(missing)}") + f"; keys: {', '.join(sorted(CARD_KEYS))}")
+    sources = []
+    for i, raw in enumerate(card["sources"] or []):
+        where = f"dataset card {path.name}: sources[{i}]"
+        raw = dict(raw or {})
+        official = build_config(Official, raw.pop("official"), f"{where}.official") if raw.get("official") else None
+        raw.pop("official", None)
+        source = build_config(Source, raw, where)
+        if source.reader not in READERS:
+            raise DrbenchError(f"{where}.reader must be one of {', '.join(READERS)}, got '{source.reader}'")
+        sources.append(dataclasses.replace(source, official=official))
+    entry = DatasetEntry(str(card["name"]), str(card["description"]), tuple(sources), str(card.get("family", "other")))
+    return int(card.get("order", 1000)), entry
+
+
+def load_cards(folder: Path = CARDS_DIR) -> dict[str, DatasetEntry]:
+    """Every dataset card in ``folder``, in the cards' ``order``."""
+    entries = sorted((_card_entry(path) for path in sorted(folder.glob("*.yaml"))), key=lambda pair: (pair[0], pair[1].name))
+    return {entry.name: entry for _, entry in entries}
+
+
+REGISTRY: dict[str, DatasetEntry] = load_cards()
+SYNTHETIC = "synthetic"
+CUSTOM_PREFIXES = ("csv:", "seq:")
+
+
+def dataset_names() -> list[str]:
+    return list(REGISTRY) + [SYNTHETIC]
+
+
+def dataset_family(name: str) -> str:
+    """The card's family ("movielens", "amazon"), else "other": models keep per-family default hyperparameters."""
+    entry = REGISTRY.get(name)
+    return entry.family if entry is not None else "other"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DRBENCH_CACHE", REPO_ROOT / ".cache" / "datasets"))
+
+
+def resolve_data_root(flag: str | None = None) -> Path:
+    if flag:
+        root = Path(flag).expanduser()
+        if not root.is_dir():
+            raise DrbenchError(f"--data-root {flag}: no such folder")
+        return root
+    if os.environ.get("DRBENCH_DATA"):
+        root = Path(os.environ["DRBENCH_DATA"]).expanduser()
+        if not root.is_dir():
+            raise DrbenchError(f"DRBENCH_DATA={root}: no such folder; unset it or point it at the data folder")
+        return root
+    mirror = REPO_ROOT.parent / "shared" / "data"
+    if mirror.is_dir():
+        return mirror
+    return Path.home() / ".cache" / "drbench" / "data"
+
+
+def file_checksum(path: Path, algorithm: str = "sha256") -> str:
+    from bench.data.readers import unreadable_file_error
+
+    digest = hashlib.new(algorithm)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise unreadable_file_error(Path(path), error) from None
+    return digest.hexdigest()
+
+
+def _missing_message(entry: DatasetEntry, root: Path) -> str:
+    lines = [f"dataset '{entry.name}' ({entry.description}): no source file found under the data root {root}."]
+    lines.append("Put one of these files there (the first present is used):")
+    for source in entry.sources:
+        origin = ""
+        if source.official:
+            origin = f"  [official: {source.official.url}" + (f", file {source.official.member} in the zip" if source.official.member else "") + "]"
+        lines.append(f"  {root / source.path}{origin}")
+    if any(s.official for s in entry.sources):
+        lines.append(f"Fetch the official file with: python run_bench.py --download {entry.name} --data-root {root}")
+    lines.append("Or point the harness at the folder that has it: --data-root DIR or DRBENCH_DATA=DIR.")
+    return "\n".join(lines)
+
+
+def _split_location(rest: str, root: Path | None) -> tuple[str, str]:
+    """(path, options) of ``<path>[?options]``; a path may itself contain ``?``: the longest prefix that is an
+    existing file (as given, or under the data root) is the path, else everything before the first ``?``."""
+    marks = [i for i, char in enumerate(rest) if char == "?"]
+    for end in [len(rest)] + marks[::-1]:
+        candidate = Path(rest[:end])
+        if candidate.exists() or (root is not None and not candidate.is_absolute() and (root / candidate).exists()):
+            return rest[:end], rest[end + 1:]
+    location, _, query = rest.partition("?")
+    return location, query
+
+
+def _custom_source(name: str, root: Path | None = None) -> tuple[Path, str, dict]:
+    """``csv:<path>[?user=..&item=..&time=..&rating=..&sep=..]`` or ``seq:<path>``."""
+    kind, _, rest = name.partition(":")
+    location, query = _split_location(rest, root)
+    options = dict(urllib.parse.parse_qsl(query))
+    if kind == "seq":
+        if options:
+            raise DrbenchError(f"dataset '{name}': seq:<path> takes no options")
+        return Path(location), "sequences", {}
+    known = {"user": "user_col", "item": "item_col", "time": "time_col", "rating": "rating_col", "sep": "sep"}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DrbenchError(f"dataset '{name}': unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    args = {known[key]: value for key, value in options.items()}
+    if "time" in options:
+        args["require_time"] = True
+    return Path(location), "interaction-csv", args
+
+
+def _portable_path(path: Path, root: Path) -> str:
+    """``path`` relative to the data root when under it, else its file name: never a machine's absolute path."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _not_a_file(name: str, path: Path) -> DrbenchError:
+    if path.is_dir():
+        return DrbenchError(f"dataset '{name}': {path} is a directory, not a data file; name the file inside it")
+    return DrbenchError(f"dataset '{name}': file not found: {path}")
+
+
+def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
+    """(file, reader, reader args, source label) for a dataset name; the label is never an absolute path."""
+    if name.startswith(CUSTOM_PREFIXES):
+        path, reader, args = _custom_source(name, root)
+        if not path.is_absolute() and not path.exists() and (root / path).exists():
+            path = root / path
+        if not path.is_file():
+            raise _not_a_file(name, path)
+        return path, reader, args, _portable_path(path, root)
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise DrbenchError(
+            f"unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}, "
+            "or csv:<path> (interaction log) / seq:<path> (sequence file)"
+        )
+    for source in entry.sources:
+        path = root / source.path
+        if path.is_file():
+            return path, source.reader, source.reader_args, source.path
+        if path.is_dir():
+            raise _not_a_file(name, path)
+    raise DrbenchError(_missing_message(entry, root))
+
+
+def is_custom(name: str) -> bool:
+    """True for a ``csv:<path>`` / ``seq:<path>`` spec (a file named by the user, not a registered dataset)."""
+    return name.startswith(CUSTOM_PREFIXES)
+
+
+def default_dedup(name: str) -> str:
+    """The dedup policy used when the suite sets none (protocol.dedup): a sequence file is taken as given."""
+    return "keep" if name.startswith("seq:") else "first"
+
+
+_LABELS: dict[str, str] = {}  # custom spec -> its label, filled whenever one is resolved
+
+
+def _custom_label(name: str, path: Path, checksum: str, reader: str, args: dict) -> str:
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    stem = stem.rsplit(".", 1)[0] if "." in stem.strip(".") else stem
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip(".-")[:40] or "data"
+    identity = json.dumps({"sha256": checksum, "reader": reader, "args": args}, sort_keys=True)
+    return f"{name.partition(':')[0]}-{stem}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+
+
+def dataset_label(name: str, data_root: Path | str | None = None) -> str:
+    """A safe, readable label for a dataset spec: for trial keys, file names, Ray trial names and tables.
+
+    Registered names are their own label. A custom spec becomes
+    ``<kind>-<file stem>-<hash>`` (only ``[A-Za-z0-9._-]``); the hash covers
+    the file's content and the reader options, so the same file under two
+    paths has one label and two files with the same name have two. Without
+    ``data_root`` a spec resolved earlier in this process keeps its label.
+    """
+    if not is_custom(name):
+        return name
+    if data_root is None and name in _LABELS:
+        return _LABELS[name]
+    root = Path(data_root) if data_root is not None else resolve_data_root()
+    path, reader, args, _ = _locate(name, root)
+    _LABELS[name] = _custom_label(name, path, file_checksum(path), reader, args)
+    return _LABELS[name]
+
+
+OUTSIDE_DATA_ROOT = "<outside data root>"
+
+
+def portable_suite_config(config: dict, data_root: Path | str | None = None) -> dict:
+    """``dataclasses.asdict(suite)`` with every dataset spec (datasets, models' datasets and overrides,
+    fallbacks) passed through ``portable_spec`` and ``source`` (the suite file) made relative: for suite.json."""
+
+    def spec(name):
+        return portable_spec(name, data_root) if isinstance(name, str) else name
+
+    config = dict(config)
+    config["datasets"] = [spec(name) for name in config.get("datasets", [])]
+    config["fallbacks"] = {spec(k): spec(v) for k, v in (config.get("fallbacks") or {}).items()}
+    config["models"] = [{**model, "datasets": [spec(name) for name in model.get("datasets", [])],
+                         "overrides": {spec(k): v for k, v in (model.get("overrides") or {}).items()}}
+                        for model in config.get("models", [])]
+    if config.get("source"):
+        config["source"] = portable_file(config["source"], data_root)
+    return config
+
+
+def portable_file(path: str | Path, data_root: Path | str | None = None) -> str:
+    """A file's path relative to the current folder or the data root when under one, else its name only."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in [Path.cwd()] + ([Path(data_root)] if data_root is not None else []):
+        try:
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(base)).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+def portable_spec(spec: str, data_root: Path | str | None = None) -> str:
+    """``spec`` as the user wrote it, minus any absolute path of this machine (for suite.json and tables).
+
+    An absolute file path becomes relative to the data root, else to the
+    current folder, when it lies under one of them; otherwise its folder is
+    replaced by ``<outside data root>/``. Registered names are unchanged.
+    """
+    if not is_custom(spec):
+        return spec
+    kind, _, rest = spec.partition(":")
+    location, query = _split_location(rest, Path(data_root) if data_root is not None else None)
+    mark = "?" if query else ""
+    path = Path(location)
+    if not path.is_absolute():
+        return spec
+    for base in ([data_root] if data_root is not None else []) + [Path.cwd()]:
+        try:
+            relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
+        except ValueError:
+            continue
+        if relative.parts:
+            return f"{kind}:{relative.as_posix()}{mark}{query}"
+    return f"{kind}:{OUTSIDE_DATA_ROOT}/{path.name}{mark}{query}"
+
+
+def _cache_key(checksum: str, reader: str, args: dict, config: PreprocessConfig, name: str) -> str:
+    identity = {"format": CACHE_FORMAT, "source_sha256": checksum, "reader": reader, "args": args,
+                "preprocess": config.as_dict(), "name": name}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _save_cache(path: Path, data: InteractionData) -> None:
+    from bench.files import atomic_write
+
+    meta = {"name": data.name, "source": data.source, "source_sha256": data.source_sha256, "steps": list(data.steps)}
+    arrays = {"offsets": data.items.offsets, "items": data.items.values, "user_ids": data.user_ids.astype(str),
+              "item_ids": data.item_ids.astype(str), "meta": np.array(json.dumps(meta))}
+    if data.timestamps is not None:
+        arrays["timestamps"] = data.timestamps.values
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_cache(path: Path) -> InteractionData:
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+        offsets = stored["offsets"]
+        timestamps = Sequences(offsets, stored["timestamps"]) if "timestamps" in stored else None
+        return InteractionData(meta["name"], Sequences(offsets, stored["items"]), timestamps,
+                               stored["user_ids"], stored["item_ids"], meta["source"], meta["source_sha256"],
+                               tuple(meta["steps"]))
+
+
+def load_dataset(name: str, data_root: Path | str | None = None, preprocess_config: PreprocessConfig | None = None,
+                 cache_dir: Path | None = None) -> InteractionData:
+    """Load and preprocess a dataset; the result is cached by source checksum + config.
+
+    A custom spec (``csv:``/``seq:``) is named by its ``dataset_label``; ``dedup=None`` in the
+    config means the source's default (``default_dedup``).
+    """
+    config = preprocess_config or PreprocessConfig()
+    if config.dedup is None:
+        config = dataclasses.replace(config, dedup=default_dedup(name))
+    if name == SYNTHETIC:
+        from bench.data.synthetic import synthetic_dataset
+
+        return synthetic_dataset(config=config)
+    root = Path(data_root) if data_root is not None else resolve_data_root()
+    path, reader, args, source = _locate(name, root)
+    checksum = file_checksum(path)
+    label = name
+    if is_custom(name):
+        label = _LABELS[name] = _custom_label(name, path, checksum, reader, args)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache_dir / f"{label[:60]}-{_cache_key(checksum, reader, args, config, label)}.npz"
+    if cached.is_file():
+        try:
+            return dataclasses.replace(_load_cache(cached), source=source)
+        except (OSError, ValueError, KeyError, TypeError):
+            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+    log = READERS[reader](path, **args)
+    data = dataclasses.replace(preprocess(log, label, config, source), source_sha256=checksum)
+    try:
+        _save_cache(cached, data)
+    except OSError:
+        pass  # a read-only cache folder only costs speed
+    return data
+
+
+def dataset_available(name: str, root: Path) -> bool:
+    """False only for a registered dataset none of whose files is under the data root."""
+    entry = REGISTRY.get(name)
+    return entry is None or any((Path(root) / source.path).is_file() for source in entry.sources)
+
+
+def describe_datasets(root: Path) -> list[dict]:
+    """Statistics of every registered dataset; a row with ``missing`` for absent ones."""
+    rows = []
+    for name in dataset_names():
+        if not dataset_available(name, root):
+            expected = REGISTRY[name].sources[0]
+            origin = f" (official: {expected.official.url})" if expected.official else ""
+            rows.append({"name": name, "missing": f"put {root / expected.path}{origin}, "
+                                                  f"or run: python run_bench.py --download {name}"})
+            continue
+        data = load_dataset(name, root)
+        rows.append({**dataset_stats(data), "steps": [dict(step) for step in data.steps]})
+    return rows

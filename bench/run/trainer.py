@@ -1,0 +1,102 @@
+"""The training loop shared by every neural model.
+
+Adam, epochs, validation every ``eval_every`` epochs, early stopping on the
+protocol's validation metric with patience, and the best weights restored
+before the model is tested. The trainer only ever sees a ``validate``
+callable bound to the validation set; test data is out of its reach.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.run.config import TrainConfig
+from bench.protocol.evaluation import TrialDiverged
+from bench.models.base import FitSummary
+
+
+def move_to(batch: dict, device) -> dict:
+    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        monitor: str,
+        device: torch.device | str,
+        seed: int,
+        on_validation: Callable[[dict], None] | None = None,
+    ):
+        self.config = config
+        self.monitor = monitor
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(seed)
+        self.on_validation = on_validation or (lambda record: None)
+        self.deadline: float | None = None  # set by the first fit; later stages (with_epochs) share it
+
+    def with_epochs(self, epochs: int) -> "Trainer":
+        """The same trainer (same random stream, device, monitor, time budget) for a further stage of ``epochs`` epochs."""
+        stage = copy.copy(self)
+        stage.config = dataclasses.replace(self.config, epochs=epochs)
+        return stage
+
+    def fit(self, model, train, validate: Callable[[object], dict]) -> FitSummary:
+        config = self.config
+        model.to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        summary = FitSummary()
+        best_score, best_state, rounds_without_gain = -math.inf, None, 0
+        train_seconds = 0.0
+        if self.deadline is None:  # training.max_minutes caps the whole trial, every stage of it together
+            self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
+        deadline = self.deadline
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            started = time.perf_counter()
+            total_loss, n_batches = 0.0, 0
+            for batch in model.training_batches(train, config.batch_size, self.rng):
+                loss = model.loss(move_to(batch, self.device))
+                if not torch.isfinite(loss):
+                    raise TrialDiverged(
+                        f"training loss became {loss.item()} at epoch {epoch} (lr={config.lr}); "
+                        "the run diverged. Lower training.lr or add weight decay / dropout."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item()
+                n_batches += 1
+            train_seconds += time.perf_counter() - started
+            summary.epochs_run = epoch
+            out_of_time = time.monotonic() > deadline
+            if epoch % config.eval_every and epoch != config.epochs and not out_of_time:
+                continue
+            metrics = validate(model)
+            score = metrics[self.monitor]
+            record = {"epoch": epoch, "loss": total_loss / max(n_batches, 1), "train_time_s": train_seconds,
+                      **{f"valid_{k}": v for k, v in metrics.items()}}
+            summary.history.append(record)
+            if score > best_score:
+                best_score, rounds_without_gain = score, 0
+                summary.best_epoch = epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                rounds_without_gain += 1
+            record["best_valid"] = best_score
+            self.on_validation(record)
+            if rounds_without_gain > config.patience or out_of_time:
+                summary.stopped_early = True
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        summary.train_time_s = train_seconds
+        summary.epoch_time_s = train_seconds / max(summary.epochs_run, 1)
+        return summary

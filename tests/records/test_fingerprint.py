@@ -1,0 +1,144 @@
+"""Runs are never mixed: --resume checks the run's fingerprint, reports refuse mixed protocols, paired tests pair the same users."""
+
+import json
+
+import numpy as np
+import pytest
+
+import run_bench
+from bench.errors import DrbenchError
+from bench.records.fingerprint import check_comparable, differences
+from bench.records.run_dir import RunDir
+from bench.report.significance import check_same_users
+
+SUITE = """
+name: tiny
+datasets: [synthetic]
+seeds: [0]
+protocol: {{exclude_history: {exclude}}}
+training: {{epochs: 2, patience: 1}}
+models:
+  pop: {{model: pop}}
+  sasrec: {{model: sasrec, params: {{max_len: 20, hidden_size: {hidden}, n_blocks: 1}}}}
+"""
+
+
+def write(tmp_path, name="suite.yaml", exclude="false", hidden=16, suite_name="tiny"):
+    path = tmp_path / name
+    path.write_text(SUITE.format(exclude=exclude, hidden=hidden).replace("name: tiny", f"name: {suite_name}"))
+    return str(path)
+
+
+def main(capsys, *argv):
+    code = run_bench.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(run_dir):
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("fingerprint")
+    results = tmp_path / "results"
+    assert run_bench.main(["--suite", write(tmp_path), "--results-dir", str(results), "--no-ray"]) == 0
+    [run_dir] = (results / "tiny").iterdir()
+    return tmp_path, results, run_dir
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"exclude": "true"}, "protocol.exclude_history: run has False, now True"),
+    ({"hidden": 32}, "params.hidden_size: run has 16, now 32"),
+    ({"suite_name": "other"}, "suite: run has 'tiny', now 'other'"),
+])
+def test_resume_with_anything_that_decides_the_numbers_changed_is_refused_and_writes_nothing(finished_run, capsys, change, named):
+    tmp_path, results, run_dir = finished_run
+    before = snapshot(run_dir)
+    code, _, err = main(capsys, "--suite", write(tmp_path, "changed.yaml", **change), "--results-dir", str(results),
+                        "--no-ray", "--resume", str(run_dir))
+    assert code == 2 and named in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert snapshot(run_dir) == before
+
+
+def test_resume_with_the_same_settings_continues_the_run(finished_run, capsys):
+    tmp_path, results, run_dir = finished_run
+    code, out, err = main(capsys, "--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--resume", str(run_dir),
+                          "--models", "pop")
+    assert code == 0 and "already finished; nothing to run" in out, err
+
+
+def test_a_run_without_a_fingerprint_is_not_resumed(finished_run, capsys):
+    tmp_path, results, run_dir = finished_run
+    run = RunDir(run_dir)
+    metadata = run.metadata()
+    try:
+        run.write_json("suite.json", {k: v for k, v in metadata.items() if k != "fingerprint"})
+        code, _, err = main(capsys, "--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--resume", str(run_dir))
+        assert code == 2 and "recorded no fingerprint" in err
+    finally:
+        run.write_json("suite.json", metadata)
+
+
+def test_the_run_records_its_fingerprint_and_provenance(finished_run):
+    _, _, run_dir = finished_run
+    metadata = json.loads((run_dir / "suite.json").read_text())
+    fingerprint = metadata["fingerprint"]
+    assert fingerprint["protocol"]["exclude_history"] is False
+    assert fingerprint["datasets"]["synthetic"]["split_fingerprint"] == metadata["datasets"]["synthetic"]["split_fingerprint"]
+    assert set(fingerprint["trials"]) == {"synthetic__pop__seed0", "synthetic__sasrec__seed0"}
+    for key in ("code_commit", "code_dirty", "python_version", "torch_version", "numpy_version", "ray_version", "hardware"):
+        assert key in metadata["provenance"]
+    record = json.loads((run_dir / "trials" / "synthetic__pop__seed0.json").read_text())
+    for key in ("code_commit", "code_dirty", "python_version", "torch_version", "numpy_version", "ray_version", "hardware",
+                "device", "torch_threads"):
+        assert record[key] not in (None, ""), key
+    report = (run_dir / "report" / "accuracy.md").read_text()
+    assert f"Trained on {record['hardware']}" in report
+    assert "Latency: host histories to a host top-20 list" in (run_dir / "report" / "efficiency.md").read_text()
+
+
+def test_differences_allow_fewer_trials_and_datasets_but_not_new_ones():
+    recorded = {"suite": "s", "protocol": {"ks": [10]}, "datasets": {"a": {"sha256": "1"}, "b": {"sha256": "2"}},
+                "trials": {"a__m__seed0": {"params": {"x": 1}}, "b__m__seed0": {"params": {"x": 1}}}, "tuned": False, "tune": None}
+    fewer = {**recorded, "datasets": {"a": {"sha256": "1"}}, "trials": {"a__m__seed0": {"params": {"x": 1}}}}
+    assert differences(recorded, fewer) == []
+    other_file = {**fewer, "datasets": {"a": {"sha256": "9"}}}
+    assert differences(recorded, other_file) == ["datasets.a.sha256: run has '1', now '9'"]
+    new_trial = {**recorded, "trials": {**recorded["trials"], "a__m__seed1": {"params": {"x": 1}}}}
+    assert differences(recorded, new_trial) == ["trial a__m__seed1 is not part of the run"]
+
+
+def test_report_refuses_a_run_that_mixes_two_protocols(finished_run, capsys):
+    tmp_path, _, run_dir = finished_run
+    mixed = RunDir(tmp_path / "mixed")
+    mixed.path.mkdir()
+    mixed.write_json("suite.json", json.loads((run_dir / "suite.json").read_text()))
+    record = json.loads((run_dir / "trials" / "synthetic__pop__seed0.json").read_text())
+    arrays = RunDir(run_dir).trial_arrays("synthetic__pop__seed0")
+    mixed.write_trial(record, arrays)
+    other = {**record, "key": "synthetic__pop__seed1", "seed": 1, "exclude_history": True,
+             "protocol": {**record["protocol"], "exclude_history": True}}
+    mixed.write_trial(other, arrays)
+    code, _, err = main(capsys, "--report", str(mixed.path))
+    assert code == 2 and "not produced under one protocol" in err and "exclude_history False vs True" in err, err
+
+
+def test_check_comparable_names_a_split_fingerprint_difference():
+    import pandas as pd
+
+    frame = pd.DataFrame([{"key": "a", "dataset": "d", "status": "ok", "split_fingerprint": "f1", "protocol": "{}"},
+                          {"key": "b", "dataset": "d", "status": "ok", "split_fingerprint": "f2", "protocol": "{}"}])
+    with pytest.raises(DrbenchError, match="split fingerprint f1 vs f2"):
+        check_comparable(frame)
+
+
+def test_paired_tests_need_the_same_users_of_the_same_split():
+    users = np.arange(5)
+    check_same_users("d", "m", "ref", {("d", "m"): ("f", users), ("d", "ref"): ("f", users.copy())})
+    with pytest.raises(DrbenchError, match="tested on splits f and g"):
+        check_same_users("d", "m", "ref", {("d", "m"): ("f", users), ("d", "ref"): ("g", users)})
+    with pytest.raises(DrbenchError, match="different users of one split"):
+        check_same_users("d", "m", "ref", {("d", "m"): ("f", users), ("d", "ref"): ("f", users[::-1])})

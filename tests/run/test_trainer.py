@@ -1,0 +1,57 @@
+"""The training loop: a wall-clock budget that holds for the whole trial, checked after each epoch."""
+
+import torch
+from torch import nn
+
+import bench.run.trainer as trainer_module
+from bench.run.config import TrainConfig
+from bench.run.trainer import Trainer
+
+
+class Clock:
+    """A fake time.monotonic that each training batch moves on by one minute."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class OneBatchModel(nn.Module):
+    def __init__(self, clock: Clock):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.clock = clock
+
+    def training_batches(self, train, batch_size, rng):
+        self.clock.now += 60.0
+        yield {"x": torch.ones(1)}
+
+    def loss(self, batch):
+        return ((self.weight - batch["x"]) ** 2).sum()
+
+
+def test_budget_stops_after_the_epoch_that_spends_it_and_later_stages_share_it(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(trainer_module.time, "monotonic", clock)
+    model = OneBatchModel(clock)
+    validate = lambda m: {"ndcg@10": m.weight.item()}  # improves every epoch: only the budget can stop it
+    trainer = Trainer(TrainConfig(epochs=50, batch_size=1, lr=0.1, eval_every=5, patience=100, max_minutes=3.5), "ndcg@10", "cpu", 0)
+
+    first = trainer.fit(model, None, validate)
+    # minutes 1, 2, 3 are inside the budget; epoch 4 ends at minute 4, past it, and is validated although 4 % 5 != 0
+    assert first.epochs_run == 4 and first.stopped_early
+    assert [h["epoch"] for h in first.history] == [4]
+
+    second = trainer.with_epochs(10).fit(model, None, validate)
+    assert second.epochs_run == 1 and second.stopped_early  # the budget is spent: one epoch, then stop
+
+
+def test_without_a_budget_all_epochs_run(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(trainer_module.time, "monotonic", clock)
+    summary = Trainer(TrainConfig(epochs=6, batch_size=1, lr=0.1, eval_every=3, patience=100), "ndcg@10", "cpu", 0).fit(
+        OneBatchModel(clock), None, lambda m: {"ndcg@10": m.weight.item()})
+    assert summary.epochs_run == 6 and not summary.stopped_early
+    assert [h["epoch"] for h in summary.history] == [3, 6]
