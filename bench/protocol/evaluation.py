@@ -16,11 +16,19 @@ candidates and the list is filled with the next best unseen items, as the
 scoring path ranks the unseen items. A list shorter than the largest K
 (``list_length``) leaves the metrics at larger K unmeasured (NaN), never
 counted as misses.
+
+Users are batched by history length (a stable sort on the length, capped at
+``LENGTH_SORT_CAP``), so that each batch is left-padded only to its own
+longest history rather than to the longest of a random group of users; the
+ranks and lists are put back in the users' order. Every model gives a row the
+same output whatever its padding and its batch
+(``tests/models/test_padding_invariance.py``), so this changes no result
+beyond float rounding, except DiffuRec's, whose inference noise depends on
+the row's place in its batch (see that test).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +38,11 @@ from bench.errors import DrbenchError
 from bench.protocol.metrics import ranks_from_lists, ranks_from_scores, summarize
 from bench.protocol.splits import EvalSet
 from bench.data.sequences import Sequences
+
+
+#: Histories at least this long sort as equal (and keep their order): every model cuts its input far
+#: shorter (max_len is at most 200 in the suites), so sorting them further would save no model work.
+LENGTH_SORT_CAP = 512
 
 
 class TrialDiverged(DrbenchError):
@@ -66,6 +79,7 @@ def evaluate(
     exclude_history: bool = False,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    by_length: bool = True,
 ) -> EvalResult:
     """Rank every catalogue item for every user of ``eval_set``.
 
@@ -73,6 +87,11 @@ def evaluate(
     ranking; a target that is itself in the history then counts as a miss
     (it is never put back, which would leak the target). A generator is asked
     to generate without them (``exclude_seen``), so its list stays full.
+
+    ``by_length`` batches users of similar history length together (see the
+    module docstring); ``False`` batches them in their order, as before
+    (kept for comparisons such as ``bench/perf/eval_throughput.py``). The
+    results are in the users' order either way.
     """
     ks = sorted(ks)
     if ks[-1] > n_items:
@@ -82,8 +101,9 @@ def evaluate(
     ranks = np.zeros(n_users, dtype=np.int32)
     top_items = np.zeros((n_users, ks[-1]), dtype=np.int32)
     list_length = None
+    order = length_order(eval_set.histories) if by_length else np.arange(n_users)
     for start in range(0, n_users, batch_size):
-        rows = np.arange(start, min(start + batch_size, n_users))
+        rows = order[start : start + batch_size]
         histories = left_padded(eval_set.histories, rows).to(device)
         targets = torch.from_numpy(eval_set.targets[rows]).to(device)
         if generates_lists(model):
@@ -98,7 +118,9 @@ def evaluate(
         scores = model.score(histories).float()
         if scores.shape != (len(rows), n_items + 1):
             raise RuntimeError(f"model returned scores of shape {tuple(scores.shape)}, expected {(len(rows), n_items + 1)}")
-        if not torch.isfinite(scores[:, 1:]).all():
+        scores[:, 0] = 0.0  # the padding column is never checked (nor ranked): any finite value
+        low, high = torch.aminmax(scores)  # one reduction, NaN-propagating: far cheaper than isfinite(...).all()
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise TrialDiverged("the model produced NaN or infinite scores; training diverged. Lower the learning rate or check the model config.")
         scores[:, 0] = -torch.inf
         if exclude_history:
@@ -106,6 +128,11 @@ def evaluate(
         ranks[rows] = ranks_from_scores(scores, targets).cpu().numpy()
         top_items[rows] = torch.topk(scores, ks[-1], dim=1).indices.cpu().numpy()
     return EvalResult(ranks, top_items, summarize(ranks, top_items, ks, n_items, list_length), list_length)
+
+
+def length_order(histories: Sequences, cap: int = LENGTH_SORT_CAP) -> np.ndarray:
+    """Row indices by history length, shortest first (lengths >= ``cap`` count as ``cap``); ties keep their order."""
+    return np.argsort(np.minimum(histories.lengths, cap), kind="stable")
 
 
 def generates_lists(model) -> bool:
@@ -129,41 +156,3 @@ def _checked_list(top: torch.Tensor, n_rows: int, k: int, n_items: int) -> torch
 def _contains_seen(top: torch.Tensor, histories: torch.Tensor) -> bool:
     """True if any row's list holds an item of that row's history (0, an empty slot, is not an item)."""
     return bool(((top.unsqueeze(-1) == histories.unsqueeze(1)).any(-1) & (top > 0)).any())
-
-
-@torch.no_grad()
-def measure_latency(model, eval_set: EvalSet, device, n_single: int = 100, n_warmup: int = 10, batch_size: int = 256, n_batches: int = 4, k: int = 20) -> dict[str, float]:
-    """Scoring latency per user at batch size 1 (p50/p95, ms) and users/s at ``batch_size``.
-
-    Measured after warm-up; on CUDA each timing waits for the device. A model
-    that generates lists is timed generating its top-``k`` list.
-    """
-    model.eval()
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    infer = (lambda histories: model.generate(histories, k)) if generates_lists(model) else model.score
-    n_users = len(eval_set)
-    single_rows = np.arange(min(n_single + n_warmup, n_users))
-    timings = []
-    for i, row in enumerate(single_rows):
-        history = left_padded(eval_set.histories, np.array([row])).to(device)
-        sync()
-        start = time.perf_counter()
-        infer(history)
-        sync()
-        if i >= n_warmup:
-            timings.append(time.perf_counter() - start)
-    batch_rows = [np.arange(s, min(s + batch_size, n_users)) for s in range(0, min(n_users, batch_size * n_batches), batch_size)]
-    batches = [left_padded(eval_set.histories, rows).to(device) for rows in batch_rows]
-    infer(batches[0])
-    sync()
-    start = time.perf_counter()
-    for batch in batches:
-        infer(batch)
-    sync()
-    elapsed = time.perf_counter() - start
-    timings_ms = np.array(timings or [np.nan]) * 1000.0
-    return {
-        "latency_p50_ms": float(np.percentile(timings_ms, 50)),
-        "latency_p95_ms": float(np.percentile(timings_ms, 95)),
-        "users_per_s": float(sum(len(r) for r in batch_rows) / elapsed) if elapsed > 0 else float("nan"),
-    }

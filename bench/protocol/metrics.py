@@ -26,7 +26,7 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     """
     n_items = scores.shape[1] - 1
     target_scores = scores.gather(1, targets[:, None])  # [B, 1]
-    ranks = (scores >= target_scores).sum(dim=1)
+    ranks = torch.count_nonzero(scores >= target_scores, dim=1)  # count_nonzero: no int64 copy of the [B, n_items] mask
     unrankable = torch.isneginf(target_scores[:, 0])
     return torch.where(unrankable, torch.full_like(ranks, n_items + 1), ranks)
 

@@ -185,3 +185,94 @@ def test_generated_lists_must_be_rankings():
         evaluate(FixedList([5, 5, 9]), eval_set([[1]], [9]), n_items=9, ks=(3,))
     with pytest.raises(RuntimeError, match="outside"):
         evaluate(FixedList([5, 12, 9]), eval_set([[1]], [9]), n_items=9, ks=(3,))
+
+
+class WidthRecorder(FixedScores):
+    """FixedScores that remembers each batch's histories."""
+
+    def __init__(self, n_items):
+        super().__init__(n_items)
+        self.batches = []
+
+    def score(self, histories):
+        self.batches.append(histories.clone())
+        return super().score(histories)
+
+
+def test_batches_group_similar_lengths_and_pad_only_to_their_own_longest_history():
+    # lengths 1..9 in a shuffled order, batches of 3: the batches hold lengths 1-3, 4-6, 7-9
+    rng = np.random.default_rng(0)
+    lengths = rng.permutation(np.arange(1, 10))
+    data = eval_set([rng.integers(1, 20, n).tolist() for n in lengths], rng.integers(1, 20, 9).tolist())
+    model = WidthRecorder(20)
+    evaluate(model, data, 20, ks=[5], batch_size=3)
+    assert [batch.shape[1] for batch in model.batches] == [3, 6, 9]
+    assert [sorted((batch > 0).sum(1).tolist()) for batch in model.batches] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    model = WidthRecorder(20)
+    evaluate(model, data, 20, ks=[5], batch_size=3, by_length=False)  # users in their order, as before
+    assert [batch.shape[1] for batch in model.batches] == [max(lengths[i : i + 3]) for i in (0, 3, 6)]
+
+
+def test_length_order_is_stable_and_caps_long_histories():
+    from bench.protocol.evaluation import length_order
+
+    histories = Sequences.from_lists([[1] * n for n in (3, 1, 3, 700, 2, 600, 1)])
+    assert length_order(histories).tolist() == [1, 6, 4, 0, 2, 3, 5]  # 700 and 600 are both >= the cap: original order
+    assert length_order(histories, cap=10_000).tolist() == [1, 6, 4, 0, 2, 5, 3]
+
+
+def synthetic_users(n_users=300, n_items=40, seed=0):
+    """Histories of 1..30 items (some longer than the models' max_len), shuffled lengths; targets random."""
+    rng = np.random.default_rng(seed)
+    histories = [rng.integers(1, n_items + 1, int(rng.integers(1, 31))).tolist() for _ in range(n_users)]
+    return eval_set(histories, rng.integers(1, n_items + 1, n_users).tolist())
+
+
+@pytest.mark.parametrize("exclude_history", [False, True])
+@pytest.mark.parametrize("model_name", ["sasrec", "pop"])
+def test_length_batching_gives_the_results_of_batching_in_user_order(model_name, exclude_history):
+    from baselines.pop import Pop, PopConfig
+    from baselines.sasrec import SASRec, SASRecConfig
+
+    n_items = 40
+    data = synthetic_users(n_items=n_items)
+    torch.manual_seed(0)
+    if model_name == "pop":
+        model = Pop(PopConfig(), n_items)
+        model.fit(Sequences.from_lists([[1, 2, 2, 3, 3, 3], [5, 7, 7]]), None, lambda fitted: {})  # many tied items
+    else:
+        model = SASRec(SASRecConfig(max_len=12, hidden_size=16, n_heads=2), n_items)
+    ks = (5, 10, 20)
+    sorted_result = evaluate(model, data, n_items, ks=ks, exclude_history=exclude_history, batch_size=32)
+    unsorted = evaluate(model, data, n_items, ks=ks, exclude_history=exclude_history, batch_size=32, by_length=False)
+    np.testing.assert_array_equal(sorted_result.ranks, unsorted.ranks)
+    np.testing.assert_array_equal(sorted_result.top_items, unsorted.top_items)
+    assert sorted_result.metrics == unsorted.metrics
+
+
+def test_length_batching_keeps_generated_lists_in_the_users_order():
+    data = eval_set([[1, 7], [2], [3, 4, 8], [5]], [6, 8, 9, 7])
+    for exclude_history in (False, True):
+        results = [evaluate(HistoryEcho(), data, n_items=9, ks=(1, 3), exclude_history=exclude_history, batch_size=2,
+                            by_length=by_length) for by_length in (True, False)]
+        assert results[0].top_items.tolist() == results[1].top_items.tolist()
+        assert results[0].ranks.tolist() == results[1].ranks.tolist() and results[0].metrics == results[1].metrics
+        assert results[0].list_length == results[1].list_length == 3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_one_non_finite_item_score_raises_diverged_but_the_padding_column_is_ignored(bad):
+    class OneBad(FixedScores):
+        def __init__(self, n_items, column):
+            super().__init__(n_items)
+            self.column = column
+
+        def score(self, histories):
+            scores = super().score(histories)
+            scores[-1, self.column] = bad
+            return scores
+
+    data = eval_set([[1], [2, 3], [4]], [2, 3, 4])
+    with pytest.raises(TrialDiverged, match="NaN or infinite"):
+        evaluate(OneBad(5, column=5), data, 5, ks=[1])
+    assert evaluate(OneBad(5, column=0), data, 5, ks=[1]).ranks.tolist() == [4, 3, 2]  # column 0 is padding
