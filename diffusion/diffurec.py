@@ -48,11 +48,11 @@ Deliberate differences from the official code:
 - ``steps`` < ``diffusion_steps`` runs a respaced reverse chain
   (``GaussianDiffusion.reverse_plan``); the official code always runs all
   steps, which ``steps == diffusion_steps`` (the default) reproduces.
-- Inference noise (x_T, lambda, the per-step noise) comes from a generator
-  seeded with a fixed value on every ``score`` call, so the same model and
-  input give the same scores, and scoring never advances the global RNG
-  that training draws from. A user's noise depends on its row in the batch,
-  so metrics are reproducible for the evaluator's fixed batching.
+- Inference noise (x_T, lambda, the per-step noise) comes from one generator
+  per user, seeded from the user's history (``UserNoise``; the official code
+  draws fresh noise on every call), so the same model and history give the
+  same scores whatever the batch and padding, and scoring never advances the
+  global RNG that training draws from.
 - Blocks are ``torch.nn.TransformerEncoderLayer`` (pre-norm, GELU, feed-
   forward 4d, ``n_heads`` heads; the official code hard-codes 4): exact GELU
   instead of the tanh approximation, LayerNorm eps 1e-5 instead of 1e-12.
@@ -89,6 +89,7 @@ still at popularity's level after 15 epochs (README, GPU runs).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +103,30 @@ from bench.models.base import NeuralRecommender, register_model
 from bench.data.sequences import Sequences
 from diffusion.common import SCHEDULES, TIMESTEP_SAMPLERS, GaussianDiffusion, TimestepSampler, beta_schedule, timestep_embedding
 
-INFERENCE_SEED = 0  # seed of the generator behind every score() call's noise
+INFERENCE_SEED = 0  # mixed into the seed of every user's inference noise (UserNoise)
+
+
+class UserNoise:
+    """Inference noise that depends only on each user's history: one generator per row, seeded from its items.
+
+    A user's scores are then the same whatever the batch, its row and the
+    padding (the protocol batches users by history length), and scoring
+    never advances the global RNG that training draws from.
+    """
+
+    def __init__(self, histories: torch.Tensor, device, dtype):
+        rows = histories.cpu().numpy()
+        self.generators = []
+        for row in rows:
+            items = np.ascontiguousarray(row[row > 0], dtype=np.int64)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(zlib.crc32(items.tobytes(), INFERENCE_SEED))
+            self.generators.append(generator)
+        self.device, self.dtype = device, dtype
+
+    def draw(self, size: int) -> torch.Tensor:
+        """[B, size] standard normal, row b from user b's generator."""
+        return torch.stack([torch.randn(size, generator=g, device=self.device, dtype=self.dtype) for g in self.generators])
 
 
 @dataclass
@@ -210,14 +234,14 @@ class DiffuRec(NeuralRecommender):
     @torch.no_grad()
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         history, padding = self._history(histories)
-        batch, _, d = history.shape
-        generator = torch.Generator(device=history.device).manual_seed(INFERENCE_SEED)
-        draw = lambda: torch.randn(batch, d, generator=generator, device=history.device, dtype=history.dtype)
-        x = draw()  # x_T: [B, d]
+        batch, width, d = history.shape
+        noise = UserNoise(histories[:, -self.config.max_len:], history.device, history.dtype)
+        x = noise.draw(d)  # x_T: [B, d]
         for t, coef_x0, coef_xt, std in self.diffusion.reverse_plan(self.config.steps):
             steps = torch.full((batch,), t, dtype=torch.long, device=history.device)
-            x0_hat = self._denoise(history, padding, x, steps, generator)
-            x = coef_x0 * x0_hat + coef_xt * x + (std * draw() if std > 0 else 0.0)
+            lam_noise = noise.draw(self.config.max_len * d).view(batch, self.config.max_len, d)[:, -width:]
+            x0_hat = self._denoise(history, padding, x, steps, lam_noise)
+            x = coef_x0 * x0_hat + coef_xt * x + (std * noise.draw(d) if std > 0 else 0.0)
         return self._logits(x)  # the last step (t = 0) returns x0_hat itself
 
     def _history(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,12 +252,15 @@ class DiffuRec(NeuralRecommender):
         padding[:, -1] = False
         return self.input_norm(self.embedding_dropout(self.item_embedding(histories))), padding
 
-    def _denoise(self, history, padding, x_t, t, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The approximator: x0_hat [B, d] from the history [B, L, d], x_t [B, d] and steps t [B]."""
+    def _denoise(self, history, padding, x_t, t, lam_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The approximator: x0_hat [B, d] from the history [B, L, d], x_t [B, d] and steps t [B].
+
+        ``lam_noise`` [B, L, d] is the standard normal noise of lambda (drawn here when None, in training).
+        """
         d = self.config.hidden_size
         x_t = x_t + self.step_mlp(timestep_embedding(t * (1000.0 / self.config.diffusion_steps), d))
         u = self.config.lambda_uncertainty
-        lam = u + u * torch.randn(history.shape, generator=generator, device=history.device, dtype=history.dtype)
+        lam = u + u * (torch.randn_like(history) if lam_noise is None else lam_noise)
         x = history + lam * x_t.unsqueeze(1)  # [B, L, d]
         for block in self.blocks:
             x = self.dropout(block(x, src_key_padding_mask=padding))  # the official blocks end in dropout too

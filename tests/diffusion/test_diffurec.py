@@ -96,8 +96,9 @@ def test_padding_is_never_attended():
     assert padding.tolist() == [[True, True, False, False], [True, False, False, False]]
     junk = torch.where(padding.unsqueeze(-1), torch.randn_like(history) * 100, history)
     x_t, t = torch.randn(2, 8), torch.tensor([3, 17])
-    denoised = model._denoise(history, padding, x_t, t, torch.Generator().manual_seed(5))
-    torch.testing.assert_close(model._denoise(junk, padding, x_t, t, torch.Generator().manual_seed(5)), denoised)
+    lam_noise = torch.randn(history.shape, generator=torch.Generator().manual_seed(5))
+    denoised = model._denoise(history, padding, x_t, t, lam_noise)
+    torch.testing.assert_close(model._denoise(junk, padding, x_t, t, lam_noise), denoised)
 
 
 def test_scores_cover_the_catalogue_padding_never_wins_and_long_histories_keep_their_tail():
