@@ -161,8 +161,11 @@ def test_smoke_suite_runs_every_model_and_sasrec_clearly_beats_pop(tmp_path, cap
     trials = pd.read_csv(run_dir / "trials.csv").set_index("model")
     assert set(trials["model_type"]) == set(model_names()) and (trials["status"] == "ok").all()
     assert trials.loc["sasrec", "test_ndcg@10"] > 1.5 * trials.loc["pop", "test_ndcg@10"]
+    # a newcomer's first run shows every model learning: each tiny model above popularity (the weakest is ~1.3x)
+    learned = trials.drop(index="pop")["test_ndcg@10"] / trials.loc["pop", "test_ndcg@10"]
+    assert (learned > 1.2).all(), learned.to_dict()
     steps = pd.read_csv(run_dir / "steps.csv")
-    assert set(steps["model"]) == {"diffsasrec-tiny", "diffurec-tiny", "uniform-diffusion-tiny"}
+    assert set(steps["model"]) == {"diffurec-tiny", "uniform-diffusion-tiny"}
     report = (run_dir / "report" / "report.md").read_text()
     assert "## Accuracy" in report and "## Efficiency" in report and "![pareto](pareto.png)" in report
 
