@@ -253,6 +253,7 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     protocol = build_config(ProtocolConfig, raw.get("protocol"), "protocol")
     report = _check_report(report, protocol, labels)
     for spec in models:
+        _check_monitor_reachable(spec, protocol)
         search_space(spec, sweep, set(TrainConfig.__dataclass_fields__))  # checks every space now, before anything runs
     return SuiteConfig(
         name=str(raw["name"]),
@@ -284,6 +285,21 @@ def _check_report(report: ReportConfig, protocol: ProtocolConfig, labels: set[st
 
         load_source(report.published)
     return report
+
+
+def _check_monitor_reachable(spec: ModelSpec, protocol: ProtocolConfig) -> None:
+    """A model that validates by generating lists (beam search over semantic IDs) must list at least the monitor's K items."""
+    from bench.models.base import model_entry
+
+    k = int(protocol.monitor.partition("@")[2])
+    config_class = model_entry(spec.model).config_class
+    for dataset in [None, *spec.overrides]:
+        params = spec.for_dataset(dataset)[0] if dataset else spec.params
+        beam = getattr(build_config(config_class, params, f"models.{spec.label}.params"), "beam_size", None)
+        if beam is not None and beam < k:
+            where = f"models.{spec.label}" + (f".overrides.{dataset}" if dataset else "")
+            raise DrbenchError(f"{where}.params.beam_size {beam} is below the K of protocol.monitor ({protocol.monitor}): its "
+                               f"validation lists would be too short to score; use beam_size >= {k} or a monitor at K <= {beam}")
 
 
 def _check_steps_sweep(spec: ModelSpec, config_class: type, label: str) -> None:

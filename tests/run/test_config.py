@@ -106,3 +106,10 @@ def test_a_tab_in_a_suite_file_is_one_line_with_its_position_and_the_fix(tmp_pat
     with pytest.raises(DrbenchError, match=r"not valid YAML: line \d+, column \d+: ") as error:
         load_suite(str(path))
     assert "\n" not in str(error.value) and "use spaces" not in str(error.value)
+
+
+def test_a_generator_whose_lists_are_shorter_than_the_monitor_k_is_refused():
+    suite = {"name": "x", "datasets": ["synthetic"], "models": {"t": {"model": "tiger", "params": {"beam_size": 5}}}}
+    with pytest.raises(DrbenchError, match=r"models.t.params.beam_size 5 is below the K of protocol.monitor \(ndcg@10\)"):
+        parse_suite(suite)
+    parse_suite({**suite, "protocol": {"monitor": "ndcg@5"}})
