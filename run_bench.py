@@ -137,6 +137,7 @@ def command_suite(args) -> int:
     from bench.records.fingerprint import check_resume, run_fingerprint
     from bench.run.latency_phase import pending_latency
     from bench.provenance import code_version, environment
+    from bench.run.trial import pick_device
     from bench.report.tables import terminal_table, write_tables
     from bench.records.run_dir import RunDir
     from bench.run.engine import pending_specs, prepare_splits, run_suite, trial_specs
@@ -158,8 +159,7 @@ def command_suite(args) -> int:
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)
     fingerprint = run_fingerprint(suite, described, trial_specs(suite), args.tune)
-    provenance = {**code_version(), **environment("driver")}
-    provenance.pop("device")
+    provenance = {**code_version(), **environment(pick_device())}  # the driver's; each record has its worker's
     if run is not None:
         check_resume(run, fingerprint)  # nothing is written before this passes
         if not args.tune and not pending_specs(suite, run) and not pending_latency(run):

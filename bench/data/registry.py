@@ -89,8 +89,8 @@ def _card_entry(path: Path) -> tuple[int, DatasetEntry]:
     for i, raw in enumerate(card["sources"] or []):
         where = f"dataset card {path.name}: sources[{i}]"
         raw = dict(raw or {})
-        official = build_config(Official, raw.pop("official"), f"{where}.official") if raw.get("official") else None
-        raw.pop("official", None)
+        official = raw.pop("official", None)
+        official = build_config(Official, official, f"{where}.official") if official else None
         source = build_config(Source, raw, where)
         if source.reader not in READERS:
             raise DrbenchError(f"{where}.reader must be one of {', '.join(READERS)}, got '{source.reader}'")

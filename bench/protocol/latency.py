@@ -24,6 +24,7 @@ import torch
 
 from bench.protocol.evaluation import generates_lists, left_padded
 from bench.protocol.splits import EvalSet
+from bench.provenance import hardware
 
 N_SINGLE, N_WARMUP, BATCH_SIZE, N_BATCHES = 100, 10, 256, 4
 
@@ -87,8 +88,6 @@ def measure_trial(model, eval_set: EvalSet, device, k: int, exclude_history: boo
     With ``threads`` torch uses that many intra-op threads while timing (the
     previous setting is restored). Returns (fields for the record, {steps: fields}).
     """
-    from bench.provenance import hardware
-
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

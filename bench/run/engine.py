@@ -56,18 +56,18 @@ def pending_specs(suite: SuiteConfig, run: RunDir, specs: list[dict] | None = No
 
 
 def unfinished_specs(suite: SuiteConfig, run: RunDir, specs: list[dict] | None, echo=print) -> tuple[list[dict], int]:
-    """(the trials still to run, the number of trials in all); with none left, says so and rebuilds the tables."""
+    """(the trials still to run, the number of trials in all); with none left, says so."""
     total = len(specs if specs is not None else trial_specs(suite))
     pending = pending_specs(suite, run, specs)
     if not pending:
         echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
-        write_tables(run)
     return pending, total
 
 
 def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dict[str, Split], dict[str, dict]]:
     """Load every dataset of the suite and split it once; all models share the result (with the item texts, where the dataset has them).
 
+    Both are keyed by the dataset's label (``dataset_label``), as trial specs name their dataset.
     Returns the splits and, per dataset, its source file, statistics and split fingerprint.
     """
     protocol: ProtocolConfig = suite.protocol
@@ -89,7 +89,6 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dic
         )
         for step in data.steps:
             echo(f"    {label}: {preprocessing_line(step)}")
-        split_stats = dict(getattr(split, "stats", None) or {})
         not_tested = data.n_users - len(split.test)
         if not_tested:
             reason = "fewer than 3 interactions" if protocol.split == "loo" else "no test target after the cutoff"
@@ -101,7 +100,7 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dic
         described[label] = {**stats, "spec": portable_spec(name, data_root), "split_fingerprint": split.fingerprint,
                             "preprocess": preprocess.as_dict(), "steps": [dict(step) for step in data.steps],
                             "split": {"protocol": protocol.split, "users_evaluated": len(split.test),
-                                      "users_not_evaluated": not_tested, **split_stats}}
+                                      "users_not_evaluated": not_tested, **split.stats}}
     return splits, described
 
 
