@@ -161,7 +161,9 @@ def start_ray(address: str | None, debug: bool) -> None:
 
     try:
         ray.init(
-            address=address,
+            # Without --address, a Ray of our own: "local" never joins another Ray already running on
+            # this machine (address=None would, e.g. a second suite's, and stall when that one ends).
+            address=address or "local",
             runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
             include_dashboard=False,
             logging_level=logging.INFO if debug else logging.ERROR,

@@ -311,3 +311,19 @@ def test_resources_max_retries_defaults_to_one_and_must_not_be_negative(value, o
     else:
         with pytest.raises(DrbenchError, match="resources.max_retries must be >= 0, got -1"):
             build_config(ResourcesConfig, values, "resources")
+
+
+@pytest.mark.ray_cluster
+def test_without_an_address_a_suite_starts_its_own_ray_and_never_joins_one_already_running(loopback_cluster):
+    # a second suite on the same machine (here: the test cluster) must not be joined, or this run
+    # would stall when that one ends
+    import ray
+
+    from bench.run.ray_backend import start_ray
+
+    start_ray(None, debug=False)
+    try:
+        assert ray.get_runtime_context().gcs_address != loopback_cluster.address
+        assert len([node for node in ray.nodes() if node["Alive"]]) == 1  # the test cluster has two nodes
+    finally:
+        ray.shutdown()
