@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window, shuffled_batches
+from bench.models.batching import Batching
+from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
 from bench.data.sequences import Sequences
@@ -90,9 +91,9 @@ class BERT4Rec(NeuralRecommender):
         logits[..., 0] = -torch.inf
         return logits
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
+    def training_batches(self, train: Sequences, batching: Batching, rng):
         window = last_window(train, self.config.max_len)
-        for labels in shuffled_batches(window[(window > 0).any(axis=1)], batch_size, rng):
+        for labels in batching.rows(window[(window > 0).any(axis=1)], rng):
             masked = cloze_mask(labels, self.config.mask_prob, self.config.last_only_prob, rng)
             inputs = np.where(masked, self.mask_token, labels)
             yield {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(np.where(masked, labels, 0))}

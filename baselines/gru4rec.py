@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.models.batching import Batching
 from bench.models.layers import init_weights, next_item_batches
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -83,8 +84,8 @@ class GRU4Rec(NeuralRecommender):
         logits[..., 0] = -torch.inf
         return logits
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
-        return next_item_batches(train, self.config.max_len, batch_size, rng)
+    def training_batches(self, train: Sequences, batching: Batching, rng):
+        return next_item_batches(train, self.config.max_len, batching, rng)
 
     def loss(self, batch: dict) -> torch.Tensor:
         inputs, targets = batch["inputs"], batch["targets"]

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import DrbenchError
+from bench.models.batching import Batching
 from bench.models.base import NeuralRecommender, register_model
 from bench.models.layers import SequenceEncoder, check_transformer_shape, next_item_batches
 from bench.data.sequences import Sequences
@@ -71,8 +72,8 @@ class SASRec(NeuralRecommender):
             n_items + 1, config.max_len, config.hidden_size, config.n_blocks, config.n_heads, config.dropout, causal=True
         )
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
-        return next_item_batches(train, self.config.max_len, batch_size, rng)
+    def training_batches(self, train: Sequences, batching: Batching, rng):
+        return next_item_batches(train, self.config.max_len, batching, rng)
 
     def loss(self, batch: dict) -> torch.Tensor:
         inputs, targets = batch["inputs"], batch["targets"]

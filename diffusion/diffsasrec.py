@@ -51,7 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.models.layers import SequenceEncoder, check_transformer_shape, last_window, shuffled_batches
+from bench.models.batching import Batching
+from bench.models.layers import SequenceEncoder, check_transformer_shape, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
 from bench.data.sequences import Sequences
@@ -133,12 +134,12 @@ class DiffSASRec(NeuralRecommender):
         logits[..., 0] = -torch.inf
         return logits
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
+    def training_batches(self, train: Sequences, batching: Batching, rng):
         if self._stage == "sft":
-            yield from self._sft_batches(train, batch_size, rng)
+            yield from self._sft_batches(train, batching, rng)
             return
         window = last_window(train, self.config.max_len)
-        for clean in shuffled_batches(window[(window > 0).any(axis=1)], batch_size, rng):
+        for clean in batching.rows(window[(window > 0).any(axis=1)], rng):
             t = rng.random(len(clean))
             p_mask = (1.0 - self.config.eps) * t + self.config.eps  # [B]
             masked = (rng.random(clean.shape) < p_mask[:, None]) & (clean > 0)
@@ -149,10 +150,10 @@ class DiffSASRec(NeuralRecommender):
                 "n_real": torch.tensor(int((clean > 0).sum())),
             }
 
-    def _sft_batches(self, train: Sequences, batch_size: int, rng):
+    def _sft_batches(self, train: Sequences, batching: Batching, rng):
         """Only the last item of each window masked (p = 1): the loss becomes the mean cross-entropy of the next item."""
         window = last_window(train, self.config.max_len)
-        for clean in shuffled_batches(window[(window > 0).sum(axis=1) >= 2], batch_size, rng):
+        for clean in batching.rows(window[(window > 0).sum(axis=1) >= 2], rng):
             inputs, labels = clean.copy(), np.zeros_like(clean)
             inputs[:, -1], labels[:, -1] = self.mask_token, clean[:, -1]
             yield {

@@ -97,7 +97,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models.layers import check_transformer_shape, shuffled_batches
+from bench.models.batching import Batching
+from bench.models.layers import check_transformer_shape
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
 from bench.data.sequences import Sequences
@@ -208,11 +209,11 @@ class DiffuRec(NeuralRecommender):
         self.diffusion = GaussianDiffusion(beta_schedule(config.schedule, config.diffusion_steps))
         self.sampler = TimestepSampler(config.timestep_sampler, config.diffusion_steps)
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
+    def training_batches(self, train: Sequences, batching: Batching, rng):
         # Rebuilding the example positions each epoch is O(interactions) numpy: milliseconds, even on ML-1M.
         targets, starts = prefix_examples(train)
         values = train.values.astype(np.int64, copy=False)
-        for rows in shuffled_batches(np.arange(len(targets)), batch_size, rng):
+        for rows in batching.batches(np.minimum(targets - starts, self.config.max_len), rng):
             # Drawn here, after the previous batch's losses reached the sampler (batches are made lazily).
             t, _ = self.sampler.sample(len(rows), rng)
             yield {

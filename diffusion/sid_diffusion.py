@@ -117,8 +117,8 @@ class SidDiffusion(SidRecommender):
             p = (1.0 - c.eps) * rng.random(batch_size) + c.eps
         return rng.random((batch_size, n_digits)) < p[:, None], p
 
-    def training_batches(self, train, batch_size: int, rng):
-        for batch in super().training_batches(train, batch_size, rng):
+    def training_batches(self, train, batching, rng):
+        for batch in super().training_batches(train, batching, rng):
             masked, p = self.masking_rates(len(batch["targets"]), self.sids.n_digits, rng)
             yield {**batch, "masked": torch.from_numpy(masked), "p_mask": torch.from_numpy(p.astype(np.float32))}
 

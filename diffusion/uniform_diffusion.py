@@ -98,7 +98,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window, shuffled_batches
+from bench.models.batching import Batching
+from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
 from bench.data.sequences import Sequences
@@ -224,11 +225,11 @@ class UniformDiffusion(NeuralRecommender):
         logits[..., 0] = -torch.inf
         return logits
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
+    def training_batches(self, train: Sequences, batching: Batching, rng):
         if self.noise is None:
             raise RuntimeError("uniform_diffusion builds its noise source in fit; call fit before training_batches")
         window = last_window(train, self.config.max_len + 1)
-        for rows in shuffled_batches(window[(window > 0).sum(1) >= 2], batch_size, rng):
+        for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng):
             clean = rows[:, :-1]
             t = rng.integers(1, self.config.diffusion_steps + 1, size=len(rows))
             noisy, corrupted = corrupt(clean, self.beta_bar[t], self.noise, rng)

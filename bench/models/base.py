@@ -22,6 +22,7 @@ from torch import nn
 
 from bench.errors import DrbenchError
 from bench.data.sequences import Sequences
+from bench.models.batching import Batching
 
 MODEL_PACKAGES = ("baselines", "diffusion")
 
@@ -122,8 +123,8 @@ class NeuralRecommender(nn.Module, Recommender):
         Recommender.__init__(self, config, n_items)
 
     @abc.abstractmethod
-    def training_batches(self, train: Sequences, batch_size: int, rng) -> Iterable[dict]:
-        """One epoch of training batches (dicts of tensors on CPU)."""
+    def training_batches(self, train: Sequences, batching: Batching, rng) -> Iterable[dict]:
+        """One epoch of training batches (dicts of tensors on CPU), cut by ``batching`` (``bench.models.batching``)."""
 
     @abc.abstractmethod
     def loss(self, batch: dict) -> torch.Tensor:

@@ -3,7 +3,8 @@
 ``SequenceEncoder`` is SASRec's encoder (Kang & McAuley 2018, pre-norm
 blocks), causal for SASRec and the uniform diffusion, bidirectional for
 BERT4Rec and DiffSASRec; the batching helpers cut users' training
-sequences into the fixed-width, left-padded windows the models train on.
+sequences into the left-padded windows the models train on (batched and
+trimmed by ``bench.models.batching``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data.sequences import Sequences
+from bench.models.batching import Batching
 from bench.errors import DrbenchError
 
 
@@ -127,17 +129,10 @@ def check_transformer_shape(model: str, max_len_min: int, config) -> None:
         raise DrbenchError(f"{model} dropout must be in [0, 1), got {config.dropout}")
 
 
-def shuffled_batches(rows: np.ndarray, batch_size: int, rng):
-    """The rows of a matrix in a random order, ``batch_size`` at a time."""
-    order = rng.permutation(len(rows))
-    for start in range(0, len(order), batch_size):
-        yield rows[order[start : start + batch_size]]
-
-
-def next_item_batches(train: Sequences, max_len: int, batch_size: int, rng):
-    """Each user's last max_len + 1 items: inputs all but the last, targets all but the first."""
+def next_item_batches(train: Sequences, max_len: int, batching: Batching, rng):
+    """Each user's last max_len + 1 items: inputs all but the last, targets all but the first (trimmed per batch)."""
     window = last_window(train, max_len + 1)
-    for rows in shuffled_batches(window[(window > 0).sum(1) >= 2], batch_size, rng):
+    for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng):
         yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
 
 

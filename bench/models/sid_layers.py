@@ -18,7 +18,7 @@ from torch import nn
 from bench.data.sequences import Sequences
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender
-from bench.models.layers import shuffled_batches
+from bench.models.batching import Batching
 from bench.models.semantic_ids import SemanticIdConfig, SemanticIds, build_semantic_ids
 from bench.models.sid_decoding import SidTrie
 
@@ -34,11 +34,12 @@ def check_generation(config) -> None:
         raise DrbenchError(f"targets_per_user must be >= 0 (0 = all), got {config.targets_per_user}")
 
 
-def history_target_batches(train: Sequences, max_len: int, targets_per_user: int, batch_size: int, rng):
-    """Shuffled batches of every (last ``max_len`` items before t, item t) pair, t >= 1 of each training row.
+def history_target_batches(train: Sequences, max_len: int, targets_per_user: int, batching: Batching, rng):
+    """Batches of every (last ``max_len`` items before t, item t) pair, t >= 1 of each training row.
 
     With ``targets_per_user`` > 0 only each row's last that many targets are
-    used. Yields {"histories": [B, max_len] left-padded int64, "targets": [B] int64}.
+    used. Yields {"histories": [B, W] left-padded int64, W = the batch's longest history (at most max_len),
+    "targets": [B] int64}.
     """
     rows = train.row_ids()
     starts = train.offsets[rows]  # flat index where each value's row starts
@@ -46,8 +47,11 @@ def history_target_batches(train: Sequences, max_len: int, targets_per_user: int
     keep = position >= 1
     if targets_per_user:
         keep &= position >= train.lengths[rows] - targets_per_user
-    for targets in shuffled_batches(np.flatnonzero(keep), batch_size, rng):
-        window = targets[:, None] - max_len + np.arange(max_len)  # [B, max_len] flat indices before the target
+    examples = np.flatnonzero(keep)
+    for rows in batching.batches(np.minimum(position[examples], max_len), rng):
+        targets = examples[rows]
+        width = int(min(position[targets].max(), max_len))
+        window = targets[:, None] - width + np.arange(width)  # [B, W] flat indices before the target
         inside = window >= starts[targets][:, None]
         histories = np.where(inside, train.values[np.maximum(window, 0)], 0)
         yield {"histories": torch.from_numpy(histories), "targets": torch.from_numpy(train.values[targets])}
@@ -129,8 +133,8 @@ class SidRecommender(NeuralRecommender):
     def build_network(self, vocab_sizes: tuple[int, ...]) -> None:
         """Create the network's layers, now that the number of digits and codebook sizes are known."""
 
-    def training_batches(self, train: Sequences, batch_size: int, rng):
-        return history_target_batches(train, self.config.max_len, self.config.targets_per_user, batch_size, rng)
+    def training_batches(self, train: Sequences, batching: Batching, rng):
+        return history_target_batches(train, self.config.max_len, self.config.targets_per_user, batching, rng)
 
     def report(self) -> dict:
         sids = {f"sid_{key}": value for key, value in self.sids.report.items()} if self.sids else {}

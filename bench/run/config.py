@@ -58,6 +58,9 @@ class ProtocolConfig:
             raise DrbenchError(f"protocol.dedup must be one of {', '.join(DEDUP_POLICIES)}, got '{self.dedup}'")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and early stopping, shared by every neural model."""
@@ -69,8 +72,16 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs
     patience: int = 10  # validation rounds without improvement before stopping
     max_minutes: float | None = None  # wall-clock budget for training (None = no limit)
+    # Batches of users with similar history length, trimmed to their longest history (bench.models.batching);
+    # false = uniformly random batches, as the models' source codes draw them.
+    bucket_by_length: bool = True
+    # "bf16": the training forward pass under bfloat16 autocast (fp32 weights, optimiser and loss reduction);
+    # validation, test and latency always run in fp32.
+    precision: str = "fp32"
 
     def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise DrbenchError(f"training.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise DrbenchError(f"training.{name} must be >= 1, got {getattr(self, name)}")

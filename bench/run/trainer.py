@@ -1,8 +1,9 @@
 """The training loop shared by every neural model.
 
-Adam, epochs, validation every ``eval_every`` epochs, early stopping on the
-protocol's validation metric with patience, and the best weights restored
-before the model is tested. The trainer only ever sees a ``validate``
+Adam, epochs, batches of similar-length histories (``bench.models.batching``),
+optionally a bfloat16 forward pass (``precision``), validation every
+``eval_every`` epochs, early stopping on the protocol's validation metric
+with patience, and the best weights restored before the model is tested. The trainer only ever sees a ``validate``
 callable bound to the validation set; test data is out of its reach.
 """
 
@@ -20,6 +21,7 @@ import torch
 from bench.run.config import TrainConfig
 from bench.protocol.evaluation import TrialDiverged
 from bench.models.base import FitSummary
+from bench.models.batching import Batching
 
 
 def move_to(batch: dict, device) -> dict:
@@ -52,6 +54,7 @@ class Trainer:
         config = self.config
         model.to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        batching = Batching(config.batch_size, by_length=config.bucket_by_length)
         summary = FitSummary()
         best_score, best_state, rounds_without_gain = -math.inf, None, 0
         train_seconds = 0.0
@@ -62,8 +65,9 @@ class Trainer:
             model.train()
             started = time.perf_counter()
             total_loss, n_batches = 0.0, 0
-            for batch in model.training_batches(train, config.batch_size, self.rng):
-                loss = model.loss(move_to(batch, self.device))
+            for batch in model.training_batches(train, batching, self.rng):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    loss = model.loss(move_to(batch, self.device))
                 if not torch.isfinite(loss):
                     raise TrialDiverged(
                         f"training loss became {loss.item()} at epoch {epoch} (lr={config.lr}); "

@@ -9,6 +9,7 @@ from bench.run.config import ProtocolConfig, build_config
 from bench.errors import DrbenchError
 from bench.run.trial import make_trial_spec, run_trial
 from tests.planted import planted_split
+from bench.models.batching import Batching
 
 
 def test_cloze_mask_only_touches_real_items_and_masks_at_least_one():
@@ -33,7 +34,7 @@ def test_training_batches_hide_exactly_the_labelled_positions():
 
     model = BERT4Rec(BERT4RecConfig(max_len=6, hidden_size=8, n_heads=1), n_items=9)
     train = Sequences.from_lists([[1, 2, 3, 4, 5, 6, 7, 8], [2, 3]])
-    batch = next(iter(model.training_batches(train, 8, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(train, Batching(8), np.random.default_rng(0))))
     inputs, labels = batch["inputs"].numpy(), batch["labels"].numpy()
     masked = inputs == model.mask_token
     assert (labels > 0).tolist() == masked.tolist()

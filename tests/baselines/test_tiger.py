@@ -12,6 +12,7 @@ from bench.models.base import FitSummary
 from bench.run.trial import make_trial_spec, run_trial
 from bench.data.sequences import Sequences
 from tests.planted import planted_split
+from bench.models.batching import Batching
 
 SMALL = {"max_len": 4, "hidden_size": 32, "n_blocks": 1, "n_heads": 2, "ffn_size": 64, "levels": 2, "codebook_size": 8}
 
@@ -38,10 +39,10 @@ def untrained(model_class, config_class, **changes):
 
 def test_training_pairs_are_every_next_item_with_its_left_padded_history():
     train = Sequences.from_lists([[1, 2, 3], [4], [5, 6]])
-    batches = list(history_target_batches(train, 2, 0, 10, np.random.default_rng(0)))
+    batches = list(history_target_batches(train, 2, 0, Batching(10), np.random.default_rng(0)))
     pairs = sorted(zip(batches[0]["histories"].tolist(), batches[0]["targets"].tolist()))
     assert pairs == [([0, 1], 2), ([0, 5], 6), ([1, 2], 3)]
-    recent = list(history_target_batches(train, 2, 1, 10, np.random.default_rng(0)))[0]
+    recent = list(history_target_batches(train, 2, 1, Batching(10), np.random.default_rng(0)))[0]
     assert sorted(zip(recent["histories"].tolist(), recent["targets"].tolist())) == [([0, 5], 6), ([1, 2], 3)]
 
 

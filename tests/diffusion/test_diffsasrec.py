@@ -11,6 +11,7 @@ from bench.run.trial import make_trial_spec, run_trial
 from bench.data.sequences import Sequences
 from diffusion.diffsasrec import DiffSASRec, DiffSASRecConfig
 from tests.planted import planted_split
+from bench.models.batching import Batching
 
 
 def tiny(**changes):
@@ -21,7 +22,7 @@ def tiny(**changes):
 def test_training_masks_only_real_items_at_rate_p():
     model = tiny(eps=0.5)
     train = Sequences.from_lists([[1, 2, 3, 4, 5, 6, 7, 8]] * 400 + [[1, 2]] * 400)
-    batch = next(iter(model.training_batches(train, 800, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(train, Batching(800), np.random.default_rng(0))))
     inputs, labels, p_mask = batch["inputs"].numpy(), batch["labels"].numpy(), batch["p_mask"].numpy()
     masked = inputs == model.mask_token
     assert (labels > 0).tolist() == masked.tolist()
@@ -126,10 +127,10 @@ def test_sft_batches_mask_only_the_last_item():
     model = tiny(sft_epochs=1)
     model._stage = "sft"
     train = Sequences.from_lists([[1, 2, 3], [4], [5, 6]])
-    batch = next(iter(model.training_batches(train, 10, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(train, Batching(10), np.random.default_rng(0))))
     rows = sorted(zip(batch["inputs"].tolist(), batch["labels"].tolist()))
-    # [4] alone has no history to predict from; windows are left-padded to max_len = 8
-    assert rows == [([0] * 6 + [5, 10], [0] * 7 + [6]), ([0] * 5 + [1, 2, 10], [0] * 7 + [3])]
+    # [4] alone has no history to predict from; windows are left-padded to the batch's longest (3, not max_len 8)
+    assert rows == [([0, 5, 10], [0, 0, 6]), ([1, 2, 10], [0, 0, 3])]
     assert batch["p_mask"].tolist() == [1.0, 1.0] and batch["n_real"].item() == 2
 
 

@@ -13,6 +13,7 @@ from bench.run.trainer import Trainer
 from bench.data.sequences import Sequences
 from diffusion.diffurec import DiffuRec, DiffuRecConfig
 from tests.planted import planted_split
+from bench.models.batching import Batching
 
 
 def tiny(n_items=9, **changes):
@@ -42,7 +43,7 @@ def test_training_examples_are_every_prefix_truncated_and_left_padded():
         ((0, 0, 1), 2), ((0, 1, 2), 3), ((1, 2, 3), 4), ((2, 3, 4), 5),  # row 0; the last history is truncated
         ((0, 0, 7), 8),  # row 3; rows 1 and 2 have no next item
     ])
-    batch = next(iter(model.training_batches(train, 100, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(train, Batching(100), np.random.default_rng(0))))
     pairs = sorted(zip(map(tuple, batch["histories"].tolist()), batch["targets"].tolist()))
     assert pairs == expected
     assert batch["histories"].dtype == batch["targets"].dtype == batch["t"].dtype == torch.int64
@@ -50,7 +51,7 @@ def test_training_examples_are_every_prefix_truncated_and_left_padded():
 
     # in small batches each example still comes exactly once; a batch is padded only to its longest history
     seen = []
-    for small in model.training_batches(train, 2, np.random.default_rng(1)):
+    for small in model.training_batches(train, Batching(2), np.random.default_rng(1)):
         histories = small["histories"].numpy()
         width = max(int((row > 0).sum()) for row in histories)
         assert histories.shape == (len(histories), width) and len(histories) <= 2
@@ -64,7 +65,7 @@ def test_training_examples_are_every_prefix_truncated_and_left_padded():
 def test_training_batches_are_shuffled_by_the_given_generator():
     model = tiny()
     train = Sequences.from_lists([list(range(1, 10))] * 3)
-    order = lambda seed: [b["targets"].tolist() for b in model.training_batches(train, 5, np.random.default_rng(seed))]
+    order = lambda seed: [b["targets"].tolist() for b in model.training_batches(train, Batching(5), np.random.default_rng(seed))]
     assert order(0) == order(0) and order(0) != order(1)
 
 
@@ -83,7 +84,7 @@ def test_loss_is_the_cross_entropy_of_the_scores_and_feeds_the_sampler():
 
 def test_loss_trains_every_part():
     model = tiny()
-    batch = next(iter(model.training_batches(Sequences.from_lists([[1, 2, 3, 4, 5]] * 4), 8, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(Sequences.from_lists([[1, 2, 3, 4, 5]] * 4), Batching(8), np.random.default_rng(0))))
     model.train()
     model.loss(batch).backward()
     untouched = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

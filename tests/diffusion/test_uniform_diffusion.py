@@ -20,6 +20,7 @@ from diffusion.uniform_diffusion import (
     corruption_schedule,
 )
 from tests.planted import planted_split
+from bench.models.batching import Batching
 
 
 def tiny(**changes) -> UniformDiffusion:
@@ -74,7 +75,7 @@ def test_training_batches_corrupt_inputs_at_the_timestep_rate_and_keep_targets_c
     model = tiny()
     train = Sequences.from_lists([list(range(1, 10))] * 600 + [[1, 2, 3]] * 200)
     model.fit(train, NoTraining(), None)
-    batch = next(iter(model.training_batches(train, 800, np.random.default_rng(0))))
+    batch = next(iter(model.training_batches(train, Batching(800), np.random.default_rng(0))))
     inputs, targets = batch["inputs"].numpy(), batch["targets"].numpy()
     corrupted, t = batch["corrupted"].numpy(), batch["t"].numpy()
     assert t.min() >= 1 and t.max() <= 20
@@ -87,7 +88,7 @@ def test_training_batches_corrupt_inputs_at_the_timestep_rate_and_keep_targets_c
     # per row, each token is replaced with probability beta_bar_t; 1 in 9 replacements draws the original back
     expected = (model.beta_bar[t[long]] * 8 / 9).mean()
     assert corrupted[long].mean() == pytest.approx(expected, abs=0.02)
-    again = next(iter(model.training_batches(train, 800, np.random.default_rng(0))))
+    again = next(iter(model.training_batches(train, Batching(800), np.random.default_rng(0))))
     assert torch.equal(again["inputs"], batch["inputs"])  # deterministic given the trainer's generator
 
 

@@ -1,4 +1,4 @@
-"""The training loop: a wall-clock budget that holds for the whole trial, checked after each epoch."""
+"""The training loop: a wall-clock budget that holds for the whole trial, checked after each epoch; batching and precision."""
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ class OneBatchModel(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1))
         self.clock = clock
 
-    def training_batches(self, train, batch_size, rng):
+    def training_batches(self, train, batching, rng):
         self.clock.now += 60.0
         yield {"x": torch.ones(1)}
 
@@ -55,3 +55,40 @@ def test_without_a_budget_all_epochs_run(monkeypatch):
         OneBatchModel(clock), None, lambda m: {"ndcg@10": m.weight.item()})
     assert summary.epochs_run == 6 and not summary.stopped_early
     assert [h["epoch"] for h in summary.history] == [3, 6]
+
+
+class RecordingModel(nn.Module):
+    """Records the dtype of its forward pass and the batching the trainer hands it."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.dtypes, self.batchings = [], []
+
+    def training_batches(self, train, batching, rng):
+        self.batchings.append(batching)
+        yield {"x": torch.ones(3, 4)}
+
+    def loss(self, batch):
+        out = self.layer(batch["x"])
+        self.dtypes.append(out.dtype)
+        return (out.float() - 1.0).pow(2).mean()
+
+
+def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_keeps_fp32_weights():
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        model = RecordingModel()
+        config = TrainConfig(epochs=2, batch_size=3, precision=precision, bucket_by_length=precision == "fp32")
+        Trainer(config, "ndcg@10", "cpu", 0).fit(model, None, lambda m: {"ndcg@10": 0.0})
+        assert model.dtypes == [dtype, dtype]
+        assert model.layer.weight.dtype == torch.float32 and model.layer.weight.grad.dtype == torch.float32
+        assert [(b.size, b.by_length) for b in model.batchings] == [(3, precision == "fp32")] * 2
+
+
+def test_precision_is_checked():
+    import pytest
+
+    from bench.errors import DrbenchError
+
+    with pytest.raises(DrbenchError, match="training.precision must be one of fp32, bf16, got 'fp16'"):
+        TrainConfig(precision="fp16").validate()
