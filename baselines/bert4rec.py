@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.models.batching import Batching
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -102,7 +102,8 @@ class BERT4Rec(NeuralRecommender):
         states = self.encoder(batch["inputs"])  # [B, L, d]
         labels = batch["labels"]
         masked = labels > 0
-        return F.cross_entropy(self.logits(states[masked]), labels[masked])
+        items = self.encoder.item_embedding.weight[: self.n_items + 1]  # as in logits: [MASK] is never a candidate
+        return catalogue_cross_entropy(self.head(states[masked]), items, labels[masked], bias=self.output_bias)
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         # The history keeps its last max_len - 1 items; [MASK] takes the final slot.

@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.models.batching import Batching
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import init_weights, next_item_batches
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -92,7 +92,7 @@ class GRU4Rec(NeuralRecommender):
         outputs, _ = self.states(inputs)  # [B, L, d], items packed left
         targets, _ = right_aligned_to_left(torch.where(inputs > 0, targets, torch.zeros_like(targets)))
         mask = targets > 0
-        return F.cross_entropy(self.logits(outputs[mask]), targets[mask])
+        return catalogue_cross_entropy(outputs[mask], self.output_embedding.weight, targets[mask], bias=self.output_bias)
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         outputs, lengths = self.states(histories[:, -self.config.max_len:])

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from bench.errors import DrbenchError
 from bench.models.batching import Batching
 from bench.models.base import NeuralRecommender, register_model
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import SequenceEncoder, check_transformer_shape, next_item_batches
 from bench.data.sequences import Sequences
 
@@ -81,9 +82,7 @@ class SASRec(NeuralRecommender):
         mask = targets > 0
         items = self.encoder.item_embedding.weight  # [n_items + 1, d]
         if self.config.loss == "ce":
-            logits = states[mask] @ items.T  # [N, n_items + 1]
-            logits[:, 0] = -torch.inf
-            return F.cross_entropy(logits, targets[mask])
+            return catalogue_cross_entropy(states[mask], items, targets[mask])  # over every item, without [N, n_items + 1] logits
         if self.config.loss == "sampled":
             return self._sampled_softmax(states, inputs, targets, mask, items)
         negatives = self._position_negatives(inputs, targets)[mask]  # [N, k]

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.models.batching import Batching
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import SequenceEncoder, check_transformer_shape, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -170,7 +170,8 @@ class DiffSASRec(NeuralRecommender):
         if not masked.any():
             return states.sum() * 0.0  # nothing masked in this batch: no signal, keep the graph valid
         weights = (1.0 / batch["p_mask"])[:, None].expand_as(labels)[masked]  # [N]
-        cross_entropy = F.cross_entropy(self.logits(states[masked]), labels[masked], reduction="none")
+        items = self.encoder.item_embedding.weight[: self.n_items + 1]  # as in logits: [MASK] is never a candidate
+        cross_entropy = catalogue_cross_entropy(states[masked], items, labels[masked], reduction="none")  # [N]
         return (cross_entropy * weights).sum() / batch["n_real"].clamp(min=1)
 
     def _with_masks(self, histories: torch.Tensor, n_masks: int) -> torch.Tensor:

@@ -94,10 +94,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.models.batching import Batching
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import check_transformer_shape
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -228,7 +228,8 @@ class DiffuRec(NeuralRecommender):
         history, padding = self._history(batch["histories"])
         x0 = self.item_embedding(targets)  # [B, d]
         x_t = self.diffusion.q_sample(x0, t, torch.randn_like(x0))
-        losses = F.cross_entropy(self._logits(self._denoise(history, padding, x_t, t)), targets, reduction="none")
+        x0_hat = self._denoise(history, padding, x_t, t)  # [B, d]
+        losses = catalogue_cross_entropy(x0_hat, self.item_embedding.weight, targets, reduction="none")  # [B]
         self.sampler.update(t.cpu().numpy(), losses.detach().cpu().numpy())
         return losses.mean()
 

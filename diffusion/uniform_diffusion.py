@@ -99,6 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models.batching import Batching
+from bench.models.losses import catalogue_cross_entropy
 from bench.models.layers import SequenceEncoder, check_transformer_shape, init_weights, last_window
 from bench.errors import DrbenchError
 from bench.models.base import NeuralRecommender, register_model
@@ -247,7 +248,7 @@ class UniformDiffusion(NeuralRecommender):
         # slot just before a short history, whose "prediction" of the first item sees nothing.
         real = inputs > 0
         states = states[real]  # [N, d]
-        cross_entropy = F.cross_entropy(self.logits(states), batch["targets"][real])
+        cross_entropy = catalogue_cross_entropy(states, self.encoder.item_embedding.weight, batch["targets"][real])
         noise_logits = self.noise_head(states).squeeze(-1)  # [N]
         noise_bce = F.binary_cross_entropy_with_logits(noise_logits, batch["corrupted"][real].float())
         return cross_entropy + self.config.lambda_mask * noise_bce

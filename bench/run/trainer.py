@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -54,6 +55,9 @@ class Trainer:
         config = self.config
         model.to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if config.precision == "bf16" and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            warnings.warn("training.precision bf16 on a CPU without native bfloat16 (no avx512_bf16 or AMX): its matmuls "
+                          "are emulated, many times slower than fp32 (docs/results.md, training cost); use fp32 here", stacklevel=2)
         batching = Batching(config.batch_size, by_length=config.bucket_by_length)
         summary = FitSummary()
         best_score, best_state, rounds_without_gain = -math.inf, None, 0

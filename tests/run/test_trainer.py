@@ -1,5 +1,6 @@
 """The training loop: a wall-clock budget that holds for the whole trial, checked after each epoch; batching and precision."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -75,6 +76,7 @@ class RecordingModel(nn.Module):
         return (out.float() - 1.0).pow(2).mean()
 
 
+@pytest.mark.filterwarnings("ignore:training.precision bf16 on a CPU without native bfloat16")
 def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_keeps_fp32_weights():
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         model = RecordingModel()
@@ -86,8 +88,6 @@ def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_keeps_fp32_weights
 
 
 def test_precision_is_checked():
-    import pytest
-
     from bench.errors import DrbenchError
 
     with pytest.raises(DrbenchError, match="training.precision must be one of fp32, bf16, got 'fp16'"):
