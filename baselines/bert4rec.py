@@ -93,7 +93,7 @@ class BERT4Rec(NeuralRecommender):
 
     def training_batches(self, train: Sequences, batching: Batching, rng):
         window = last_window(train, self.config.max_len)
-        for labels in batching.rows(window[(window > 0).any(axis=1)], rng):
+        for labels in batching.rows(window[(window > 0).any(axis=1)], rng, balance="tokens"):  # a loss per masked position
             masked = cloze_mask(labels, self.config.mask_prob, self.config.last_only_prob, rng)
             inputs = np.where(masked, self.mask_token, labels)
             yield {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(np.where(masked, labels, 0))}

@@ -139,7 +139,7 @@ class DiffSASRec(NeuralRecommender):
             yield from self._sft_batches(train, batching, rng)
             return
         window = last_window(train, self.config.max_len)
-        for clean in batching.rows(window[(window > 0).any(axis=1)], rng):
+        for clean in batching.rows(window[(window > 0).any(axis=1)], rng, balance="tokens"):  # normalised by real tokens
             t = rng.random(len(clean))
             p_mask = (1.0 - self.config.eps) * t + self.config.eps  # [B]
             masked = (rng.random(clean.shape) < p_mask[:, None]) & (clean > 0)
@@ -153,7 +153,7 @@ class DiffSASRec(NeuralRecommender):
     def _sft_batches(self, train: Sequences, batching: Batching, rng):
         """Only the last item of each window masked (p = 1): the loss becomes the mean cross-entropy of the next item."""
         window = last_window(train, self.config.max_len)
-        for clean in batching.rows(window[(window > 0).sum(axis=1) >= 2], rng):
+        for clean in batching.rows(window[(window > 0).sum(axis=1) >= 2], rng):  # one target per row
             inputs, labels = clean.copy(), np.zeros_like(clean)
             inputs[:, -1], labels[:, -1] = self.mask_token, clean[:, -1]
             yield {

@@ -230,7 +230,7 @@ class UniformDiffusion(NeuralRecommender):
         if self.noise is None:
             raise RuntimeError("uniform_diffusion builds its noise source in fit; call fit before training_batches")
         window = last_window(train, self.config.max_len + 1)
-        for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng):
+        for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng, balance="tokens"):  # a loss per position
             clean = rows[:, :-1]
             t = rng.integers(1, self.config.diffusion_steps + 1, size=len(rows))
             noisy, corrupted = corrupt(clean, self.beta_bar[t], self.noise, rng)

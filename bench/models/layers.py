@@ -132,7 +132,7 @@ def check_transformer_shape(model: str, max_len_min: int, config) -> None:
 def next_item_batches(train: Sequences, max_len: int, batching: Batching, rng):
     """Each user's last max_len + 1 items: inputs all but the last, targets all but the first (trimmed per batch)."""
     window = last_window(train, max_len + 1)
-    for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng):
+    for rows in batching.rows(window[(window > 0).sum(1) >= 2], rng, balance="tokens"):  # a loss per position
         yield {"inputs": torch.from_numpy(rows[:, :-1]), "targets": torch.from_numpy(rows[:, 1:])}
 
 

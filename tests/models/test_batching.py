@@ -24,24 +24,49 @@ def skewed_lengths(n, seed=0):
     return np.random.default_rng(seed).geometric(1 / 7, n)
 
 
+@pytest.mark.parametrize("balance", ["rows", "tokens"])
 @pytest.mark.parametrize("by_length", [True, False])
 @pytest.mark.parametrize("n", [1, 37, 1000, 25_000])
-def test_every_row_comes_exactly_once_in_batches_of_at_most_size(n, by_length):
+def test_every_row_comes_exactly_once(n, by_length, balance):
     batching = Batching(64, by_length=by_length)
-    batches = list(batching.batches(skewed_lengths(n), np.random.default_rng(0)))
+    batches = list(batching.batches(skewed_lengths(n), np.random.default_rng(0), balance))
     assert sorted(np.concatenate(batches).tolist()) == list(range(n))
-    assert all(1 <= len(batch) <= 64 for batch in batches)
+    assert all(len(batch) >= 1 for batch in batches)
+    if balance == "rows" or not by_length:
+        assert all(len(batch) <= 64 for batch in batches)
 
 
-def padding_share(batching, lengths, rng):
-    widths = [lengths[rows].max() * len(rows) for rows in batching.batches(lengths, rng)]
+def test_token_balanced_batches_hold_about_the_same_number_of_tokens_and_as_many_batches_as_rows_would():
+    """A loss averaged over positions then weighs every position about alike, whatever the batch's lengths."""
+    lengths = np.minimum(skewed_lengths(20_000), 50)
+    batches = list(Batching(128).batches(lengths, np.random.default_rng(0), balance="tokens"))
+    tokens = np.array([lengths[rows].sum() for rows in batches])
+    budget = 128 * lengths.mean()
+    full = tokens[:-len(batches) // 20]  # most batches; each pool's last one holds the remainder
+    assert np.median(np.abs(tokens / budget - 1)) < 0.05
+    assert abs(len(batches) - len(lengths) / 128) <= 0.05 * len(lengths) / 128 + 2
+    sizes = [len(rows) for rows in batches]
+    assert max(sizes) > 3 * 128 and min(sizes) < 128 / 3  # short histories come many to a batch, long ones few
+    # row-balanced batches of the same lengths carry tokens in proportion to their lengths instead
+    row_tokens = np.array([lengths[rows].sum() for rows in Batching(128).batches(lengths, np.random.default_rng(0))])
+    assert row_tokens.max() / np.median(row_tokens) > 3 and full.max() / np.median(full) < 1.5
+
+
+def test_balance_is_checked():
+    with pytest.raises(ValueError, match="balance must be one of rows, tokens"):
+        next(Batching(4).batches(np.ones(3, dtype=int), np.random.default_rng(0), balance="users"))
+
+
+def padding_share(batching, lengths, rng, balance="rows"):
+    widths = [lengths[rows].max() * len(rows) for rows in batching.batches(lengths, rng, balance)]
     return 1.0 - lengths.sum() / sum(widths)
 
 
-def test_bucketing_removes_most_of_the_padding_of_random_batches():
+@pytest.mark.parametrize("balance", ["rows", "tokens"])
+def test_bucketing_removes_most_of_the_padding_of_random_batches(balance):
     lengths = np.minimum(skewed_lengths(20_000), 50)
-    random = padding_share(Batching(128, by_length=False), lengths, np.random.default_rng(0))
-    bucketed = padding_share(Batching(128), lengths, np.random.default_rng(0))
+    random = padding_share(Batching(128, by_length=False), lengths, np.random.default_rng(0), balance)
+    bucketed = padding_share(Batching(128), lengths, np.random.default_rng(0), balance)
     assert random > 0.7  # a random batch is padded to its longest (usually near 50) history
     assert bucketed < 0.1
 
@@ -141,7 +166,7 @@ def test_a_training_loss_is_the_same_with_the_trimmed_padding_put_back(case):
 
         train = planted_split(n_users=60, n_items=30).train  # the data their SIDs were built on
     # the narrowest batch, widened back to the fixed max_len columns every batch had before trimming
-    batch = min(model.training_batches(train, Batching(16), np.random.default_rng(0)),
+    batch = min(model.training_batches(train, Batching(4), np.random.default_rng(0)),
                 key=lambda batch: batch[SEQUENCE_KEYS[case][0]].shape[1])
     width = model.config.max_len
     assert batch[SEQUENCE_KEYS[case][0]].shape[1] < width
