@@ -171,3 +171,27 @@ def test_diffurec_learns_planted_pattern():
         hr[steps] = evaluate(model, split.test, split.n_items).metrics["hr@10"]
     # item i is followed by i + 1 nine times in ten, which popularity cannot see (its HR@10 here is about 0.2)
     assert hr[32] > 0.8 and hr[4] > 0.8
+
+
+@pytest.mark.parametrize("std", [1.0, 0.02])
+def test_item_embeddings_start_at_the_configured_scale_with_a_zero_padding_row(std):
+    torch.manual_seed(0)
+    model = DiffuRec(DiffuRecConfig(hidden_size=64, n_blocks=1, n_heads=1, item_init_std=std), n_items=2000)
+    weight = model.item_embedding.weight.detach()
+    assert weight[1:].std().item() == pytest.approx(std, rel=0.02)
+    assert not weight[0].any()
+    with pytest.raises(DrbenchError, match="item_init_std"):
+        DiffuRecConfig(item_init_std=0.0).validate()
+
+
+def test_the_final_block_computed_at_the_last_position_alone_equals_the_full_block():
+    from diffusion.diffurec import last_position
+
+    model = tiny(n_blocks=2, hidden_size=16, n_heads=2).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        x = torch.randn(3, 5, 16)
+        padding = torch.tensor([[True, True, False, False, False], [False] * 5, [True] * 4 + [False]])
+        full = model.blocks[-1](x, src_key_padding_mask=padding)[:, -1:]
+        torch.testing.assert_close(last_position(model.blocks[-1], x, padding), full)
