@@ -268,6 +268,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown model label(s) {', '.join(unknown)}; choose among {', '.join(MODELS)}")
     data_root = str(resolve_data_root(args.data_root))
+    version = code_version()  # of the working tree measured, before anything can commit over it
     with tempfile.TemporaryDirectory(prefix="drbench-baseline-") as scratch:
         scratch = Path(scratch)
         (scratch / "code").mkdir()
@@ -290,7 +291,6 @@ def main() -> int:
             table = quality_table(results, [dataset])
             quality_rows.append({"headers": heads, "rows": table})
             print(tabulate(table, headers=heads, tablefmt="github"))
-    version = code_version()
     out = {"command": " ".join(["python -m bench.perf.training_cost", *sys.argv[1:]]), "baseline_commit": commit,
            "after_commit": version["code_commit"], "after_dirty": version["code_dirty"], "hardware": hardware("cpu"),
            "threads_per_version": 1, "seconds": args.seconds, "wall_s": time.monotonic() - started,

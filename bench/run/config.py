@@ -59,6 +59,7 @@ class ProtocolConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+CHECKPOINT_RULES = ("monitor", "any_metric")
 
 
 @dataclass
@@ -78,10 +79,23 @@ class TrainConfig:
     # "bf16": the training forward pass under bfloat16 autocast (fp32 weights, optimiser and loss reduction);
     # validation, test and latency always run in fp32.
     precision: str = "fp32"
+    # A step schedule (DiffuRec's official StepLR): the learning rate times lr_step_factor every lr_step_every
+    # epochs; 0 keeps it constant.
+    lr_step_every: int = 0
+    lr_step_factor: float = 0.1
+    # Which validation keeps a checkpoint and resets patience: "monitor" when protocol.monitor improves;
+    # "any_metric" when any HR@K or NDCG@K of protocol.ks beats its own best so far (DiffuRec's official trainer).
+    checkpoint: str = "monitor"
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise DrbenchError(f"training.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.checkpoint not in CHECKPOINT_RULES:
+            raise DrbenchError(f"training.checkpoint must be one of {', '.join(CHECKPOINT_RULES)}, got '{self.checkpoint}'")
+        if self.lr_step_every < 0:
+            raise DrbenchError(f"training.lr_step_every must be >= 0 (0 = constant learning rate), got {self.lr_step_every}")
+        if not 0.0 < self.lr_step_factor <= 1.0:
+            raise DrbenchError(f"training.lr_step_factor must be in (0, 1], got {self.lr_step_factor}")
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise DrbenchError(f"training.{name} must be >= 1, got {getattr(self, name)}")

@@ -1,9 +1,11 @@
 """The training loop shared by every neural model.
 
 Adam, epochs, batches of similar-length histories (``bench.models.batching``),
-optionally a bfloat16 forward pass (``precision``), validation every
-``eval_every`` epochs, early stopping on the protocol's validation metric
-with patience, and the best weights restored before the model is tested. The trainer only ever sees a ``validate``
+optionally a bfloat16 forward pass (``precision``) and a step learning-rate
+schedule, validation every ``eval_every`` epochs, early stopping with
+patience, and the kept checkpoint (best on the protocol's monitor, or the
+last at which any metric improved: ``checkpoint``) restored before the
+model is tested. The trainer only ever sees a ``validate``
 callable bound to the validation set; test data is out of its reach.
 """
 
@@ -27,6 +29,18 @@ from bench.models.batching import Batching
 
 def move_to(batch: dict, device) -> dict:
     return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def improved(rule: str, metrics: dict, monitor: str, bests: dict) -> bool:
+    """Whether a validation round keeps its checkpoint under ``rule`` (``training.checkpoint``).
+
+    ``bests`` holds the best value so far of each watched metric and is updated: "monitor" watches the
+    protocol's monitor; "any_metric" every HR@K and NDCG@K, each against its own best.
+    """
+    watched = [monitor] if rule == "monitor" else [name for name in metrics if name.partition("@")[0] in ("hr", "ndcg")]
+    gained = [name for name in watched if metrics[name] > bests.get(name, -math.inf)]
+    bests.update({name: metrics[name] for name in gained})
+    return bool(gained)
 
 
 class Trainer:
@@ -58,9 +72,10 @@ class Trainer:
         if config.precision == "bf16" and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             warnings.warn("training.precision bf16 on a CPU without native bfloat16 (no avx512_bf16 or AMX): its matmuls "
                           "are emulated, many times slower than fp32 (docs/results.md, training cost); use fp32 here", stacklevel=2)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_every, config.lr_step_factor) if config.lr_step_every else None
         batching = Batching(config.batch_size, by_length=config.bucket_by_length)
         summary = FitSummary()
-        best_score, best_state, rounds_without_gain = -math.inf, None, 0
+        kept_score, best_state, rounds_without_gain, bests = -math.inf, None, 0, {}
         train_seconds = 0.0
         if self.deadline is None:  # training.max_minutes caps the whole trial, every stage of it together
             self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
@@ -83,6 +98,8 @@ class Trainer:
                 total_loss += loss.item()
                 n_batches += 1
             train_seconds += time.perf_counter() - started
+            if schedule is not None:
+                schedule.step()
             summary.epochs_run = epoch
             out_of_time = time.monotonic() > deadline
             if epoch % config.eval_every and epoch != config.epochs and not out_of_time:
@@ -92,13 +109,13 @@ class Trainer:
             record = {"epoch": epoch, "loss": total_loss / max(n_batches, 1), "train_time_s": train_seconds,
                       **{f"valid_{k}": v for k, v in metrics.items()}}
             summary.history.append(record)
-            if score > best_score:
-                best_score, rounds_without_gain = score, 0
+            if improved(config.checkpoint, metrics, self.monitor, bests):
+                kept_score, rounds_without_gain = score, 0
                 summary.best_epoch = epoch
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             else:
                 rounds_without_gain += 1
-            record["best_valid"] = best_score
+            record["best_valid"] = kept_score  # the monitor at the checkpoint kept so far
             self.on_validation(record)
             if rounds_without_gain > config.patience or out_of_time:
                 summary.stopped_early = True

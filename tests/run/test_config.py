@@ -69,7 +69,22 @@ def test_int_is_accepted_where_float_is_expected():
 
 
 def test_shipped_suites_parse():
-    assert load_suite("smoke").name == "smoke"
+    from bench.run.config import SUITES_DIR
+
+    for path in sorted(SUITES_DIR.glob("*.yaml")):
+        assert load_suite(path.stem).name == path.stem
+
+
+@pytest.mark.parametrize("name", ["paper", "full", "diffusion"])
+def test_diffurec_runs_its_official_recipe_and_a_labelled_init_variant(name):
+    models = {spec.label: spec for spec in load_suite(name).models}
+    official, variant = models["diffurec"], models["diffurec-init0.02"]
+    training = build_config(TrainConfig, {**load_suite(name).training, **official.training}, "training")
+    assert (training.batch_size, training.lr, training.epochs, training.lr_step_every, training.lr_step_factor,
+            training.eval_every, training.patience, training.checkpoint) == (512, 1e-3, 500, 100, 0.1, 20, 4, "any_metric")
+    assert official.params.get("item_init_std", 1.0) == 1.0
+    assert variant.training == official.training and variant.steps_sweep == official.steps_sweep
+    assert variant.params == {**official.params, "item_init_std": 0.02}
 
 
 def test_a_model_can_be_limited_to_some_datasets():

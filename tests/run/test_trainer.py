@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import bench.run.trainer as trainer_module
+from bench.errors import DrbenchError
 from bench.run.config import TrainConfig
 from bench.run.trainer import Trainer
 
@@ -92,3 +93,58 @@ def test_precision_is_checked():
 
     with pytest.raises(DrbenchError, match="training.precision must be one of fp32, bf16, got 'fp16'"):
         TrainConfig(precision="fp16").validate()
+
+
+class ScriptedValidation:
+    """A validation whose rounds return scripted metrics."""
+
+    def __init__(self, rounds):
+        self.rounds = list(rounds)
+
+    def __call__(self, model):
+        return self.rounds.pop(0)
+
+
+class LrModel(RecordingModel):
+    def training_batches(self, train, batching, rng):
+        yield {"x": torch.ones(3, 4)}
+
+
+def test_any_metric_keeps_the_last_checkpoint_at_which_any_hr_or_ndcg_improved():
+    from bench.run.trainer import improved
+
+    bests = {}
+    assert improved("any_metric", {"ndcg@10": 0.1, "hr@10": 0.2, "mrr@10": 0.1}, "ndcg@10", bests)
+    assert improved("any_metric", {"ndcg@10": 0.09, "hr@10": 0.21, "mrr@10": 0.1}, "ndcg@10", bests)  # hr alone
+    assert not improved("any_metric", {"ndcg@10": 0.095, "hr@10": 0.205, "mrr@10": 0.5}, "ndcg@10", bests)  # mrr is not watched
+    assert bests == {"ndcg@10": 0.1, "hr@10": 0.21}
+    assert not improved("monitor", {"ndcg@10": 0.1, "hr@10": 0.9}, "ndcg@10", {"ndcg@10": 0.1})
+
+
+@pytest.mark.parametrize("rule, best_epoch, epochs_run", [("monitor", 1, 4), ("any_metric", 3, 6)])
+def test_the_checkpoint_rule_decides_the_kept_epoch_and_the_patience(rule, best_epoch, epochs_run):
+    rounds = [{"ndcg@10": 0.3, "hr@10": 0.5}, {"ndcg@10": 0.2, "hr@10": 0.6}, {"ndcg@10": 0.25, "hr@10": 0.7},
+              {"ndcg@10": 0.1, "hr@10": 0.1}, {"ndcg@10": 0.1, "hr@10": 0.1}, {"ndcg@10": 0.1, "hr@10": 0.1}]
+    config = TrainConfig(epochs=10, batch_size=3, patience=2, checkpoint=rule)
+    summary = Trainer(config, "ndcg@10", "cpu", 0).fit(LrModel(), None, ScriptedValidation(rounds))
+    assert (summary.best_epoch, summary.epochs_run, summary.stopped_early) == (best_epoch, epochs_run, True)
+    kept = rounds[best_epoch - 1]["ndcg@10"]
+    assert summary.history[-1]["best_valid"] == kept  # the monitor at the kept checkpoint, not the best seen
+
+
+def test_a_step_schedule_multiplies_the_learning_rate_every_n_epochs(monkeypatch):
+    seen = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    config = TrainConfig(epochs=7, batch_size=3, lr=1.0, lr_step_every=3, lr_step_factor=0.1, patience=100)
+    Trainer(config, "ndcg@10", "cpu", 0).fit(LrModel(), None, lambda m: {"ndcg@10": 0.0})
+    assert seen == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01])
+    with pytest.raises(DrbenchError, match="lr_step_factor"):
+        TrainConfig(lr_step_factor=0.0).validate()
+    with pytest.raises(DrbenchError, match="training.checkpoint must be one of monitor, any_metric"):
+        TrainConfig(checkpoint="last").validate()
