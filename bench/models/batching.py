@@ -83,8 +83,10 @@ class Batching:
 
     def rows(self, matrix: np.ndarray, rng: np.random.Generator, balance: str = "rows") -> Iterator[np.ndarray]:
         """Batches of the rows of a left-padded [N, W] matrix, each trimmed to its longest row."""
-        for rows in self.batches((matrix > 0).sum(axis=1), rng, balance):
-            yield trim(matrix[rows])
+        lengths = (matrix > 0).sum(axis=1)
+        for rows in self.batches(lengths, rng, balance):
+            width = max(1, int(lengths[rows].max()))  # as trim(matrix[rows]), from the lengths already counted
+            yield matrix[rows, matrix.shape[1] - width :]
 
 
 def trim(matrix: np.ndarray) -> np.ndarray:
