@@ -23,7 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.report.settings import ReportConfig
-from bench.report.tables import write_tables
+from bench.report.tables import NOT_APPLICABLE, write_tables
 from bench.errors import DrbenchError
 from bench.records.fingerprint import check_comparable
 from bench.models.base import model_entry
@@ -128,8 +128,10 @@ def _number(value: float, scale: float) -> str:
 
 
 def _cell_markdown(cell: Cell | None, scale: float) -> str:
-    if cell is None or np.isnan(cell.mean):  # NaN: not measured (K beyond a generated list)
+    if cell is None:
         return "–"
+    if np.isnan(cell.mean):  # K beyond the model's generated list
+        return NOT_APPLICABLE
     text = _number(cell.mean, scale)
     text = f"**{text}**" if cell.place == 1 else f"<u>{text}</u>" if cell.place == 2 else text
     if not np.isnan(cell.std):
@@ -138,8 +140,10 @@ def _cell_markdown(cell: Cell | None, scale: float) -> str:
 
 
 def _cell_latex(cell: Cell | None, scale: float) -> str:
-    if cell is None or np.isnan(cell.mean):
+    if cell is None:
         return "--"
+    if np.isnan(cell.mean):
+        return NOT_APPLICABLE
     text = _number(cell.mean, scale)
     text = rf"\textbf{{{text}}}" if cell.place == 1 else rf"\underline{{{text}}}" if cell.place == 2 else text
     if not np.isnan(cell.std):
@@ -153,6 +157,8 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
     spread = "one seed, so no std" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"
     text = (f"Test metrics{unit} ({spread}) of the checkpoint with the best validation score. "
             "Best mean per column in bold, second underlined.")
+    if any(np.isnan(c.mean) for c in table.cells.values()):
+        text += f" {NOT_APPLICABLE}: not applicable, K beyond the model's generated list."
     if table.comparisons:
         text += (f" † marks a significant improvement over the best baseline ({', '.join(sorted(table.baselines))}) by a "
                  + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha) + ".")

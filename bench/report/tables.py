@@ -18,10 +18,13 @@ def _header(column: str) -> str:
     return f"{METRIC_LABELS[metric]}@{k}"
 
 
+NOT_APPLICABLE = "n/a"  # a metric at a K beyond the model's generated list: that cell has no value to measure
+
+
 def _mean_std(values: pd.Series, digits: int = 4) -> str:
-    values = values.astype(float).dropna()  # NaN: not measured (K beyond a generated list), shown as "–"
+    values = values.astype(float).dropna()  # NaN: K beyond a generated list
     if values.empty:
-        return "–"
+        return NOT_APPLICABLE
     if len(values) == 1:
         return f"{values.iloc[0]:.{digits}f}"
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
@@ -109,7 +112,7 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool
             lines += [f"### {dataset}: quality and latency per number of denoising steps (one training run each)", "", table, ""]
     best = "marked *" if terminal else "in bold"
     lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}; "
-                 "– = not measured (K beyond a model's generated list) or failed.")
+                 f"{NOT_APPLICABLE} = not applicable (K beyond the model's generated list); – = not measured.")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.report.settings import ReportConfig
 from bench.protocol.metrics import summarize
-from bench.report.paper import (accuracy_frame, accuracy_latex, accuracy_markdown, accuracy_table, efficiency_frame, published_frame,
+from bench.report.paper import (accuracy_frame, accuracy_latex, accuracy_markdown, accuracy_table, caption, efficiency_frame, published_frame,
                          published_markdown, suite_order, write_report)
 from bench.report.published import PublishedSource, load_source
 from bench.records.run_dir import RunDir
@@ -157,10 +157,11 @@ def test_metrics_a_generator_did_not_measure_are_dashes_never_placed_or_tested(t
     # HR@20 of diffsasrec is not tested; tiger (a baseline that measured nothing) is no reference
     assert [(c.model, c.metric, c.reference) for c in table.comparisons] == [("diffsasrec", "hr@10", "sasrec")]
     lines = accuracy_markdown(table, config).splitlines()
-    assert next(line for line in lines if line.startswith("| diffsasrec")).rstrip(" |").endswith("–")
-    assert next(line for line in lines if line.startswith("| tiger")).replace(" ", "") == "|tiger|–|–|"
+    assert next(line for line in lines if line.startswith("| diffsasrec")).rstrip(" |").endswith("n/a")
+    assert next(line for line in lines if line.startswith("| tiger")).replace(" ", "") == "|tiger|n/a|n/a|"
+    assert "n/a: not applicable, K beyond the model's generated list" in caption(table, config)
     latex = accuracy_latex(table, config)
-    assert "diffsasrec & " in latex and next(line for line in latex.splitlines() if line.startswith("tiger")) == r"tiger & -- & -- \\"
+    assert "diffsasrec & " in latex and next(line for line in latex.splitlines() if line.startswith("tiger")) == r"tiger & n/a & n/a \\"
     assert "nan" not in latex.lower() and "nan" not in "\n".join(lines).lower()
     tidy = accuracy_frame(table)
     assert tidy.set_index(["model", "metric"])["mean"].isna().sum() == 3
