@@ -436,6 +436,7 @@ def suite_order(run: RunDir, frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(run: RunDir) -> Path:
     """Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) of a run into ``<run>/report/``; returns that folder."""
+    from bench.report.curves import equal_epoch_frame, equal_epoch_markdown
     from bench.report.plots import write_plots
     from bench.report.published import load_source
     from bench.files import atomic_write
@@ -467,7 +468,14 @@ def write_report(run: RunDir) -> Path:
         atomic_write(out / "published.csv", published_rows.to_csv(index=False))
         sections += [f"## Measured vs published ({source.key})", "", published_md]
     monitor = (run.metadata().get("config") or {}).get("protocol", {}).get("monitor", "ndcg@10")
-    figures = write_plots(frame, steps, run.records(), monitor, out)
+    records = run.records()
+    curves = equal_epoch_frame(records, monitor, table.baselines)
+    if not curves.empty:
+        curves_md = equal_epoch_markdown(curves, monitor)
+        atomic_write(out / "equal-epochs.md", curves_md)
+        atomic_write(out / "equal-epochs.csv", curves.to_csv(index=False))
+        sections += ["## Validation at equal epochs", "", curves_md]
+    figures = write_plots(frame, steps, records, monitor, out)
     pngs = [p for p in figures if p.suffix == ".png"]
     if pngs:
         sections += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]

@@ -127,7 +127,7 @@ def test_suite_order_follows_the_suite_file(run):
 def test_write_report_writes_tables_and_figures(run):
     out = write_report(run)
     for name in ("report.md", "accuracy.md", "accuracy.tex", "accuracy.csv", "efficiency.md", "efficiency.tex", "efficiency.csv",
-                 "metrics.png", "metrics.pdf", "pareto.png", "steps.png", "validation.png"):
+                 "metrics.png", "metrics.pdf", "pareto.png", "steps.png", "validation.png", "equal-epochs.md", "equal-epochs.csv"):
         assert (out / name).is_file(), name
     assert (out / "pareto.png").stat().st_size > 10_000
     assert pd.read_csv(out / "accuracy.csv")["significant"].any()
