@@ -467,6 +467,20 @@ def write_figure(rows: list[dict], pop: dict | None, path: Path, title: str) -> 
 # --- main ----------------------------------------------------------------------------------------
 
 
+
+def portable_arguments(arguments: list[str]) -> list[str]:
+    """The command line as recorded: the paths given for the checkout and the raw output replaced by placeholders (no machine paths in results)."""
+    shown, placeholder = [], {"--official": "CHECKOUT", "--raw-dir": "RAW_DIR"}
+    for i, argument in enumerate(arguments):
+        name = argument.split("=", 1)[0]
+        if "=" in argument and name in placeholder:
+            shown.append(f"{name}={placeholder[name]}")
+        elif i > 0 and arguments[i - 1] in placeholder:
+            shown.append(placeholder[arguments[i - 1]])
+        else:
+            shown.append(argument)
+    return shown
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", required=True, type=Path, help="checkout of WHUIR/DiffuRec, outside this project")
@@ -576,12 +590,12 @@ def main() -> int:
     result = {
         "what": "DiffuRec side by side: the official code (WHUIR/DiffuRec src/main.py, unmodified, observed) and the harness's "
                 "diffurec, trained on the same leave-one-out split at the same small size, validation every epoch",
-        "command": " ".join(["python", "tools/diffurec_side_by_side.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "tools/diffurec_side_by_side.py", *portable_arguments(sys.argv[1:])]),
         "harness_commit": commit["code_commit"],
         "harness_dirty": commit["code_dirty"],
         "official_repository": "https://github.com/WHUIR/DiffuRec",
         "official_commit": official_commit(official, args.official_commit),
-        "official_checkout": str(args.official),
+        "official_checkout": "given by --official (a checkout outside the project)",
         "official_file_sha256_16": file_digests(official),
         "hardware": cpu_name(),
         "torch_version": torch.__version__,
