@@ -7,8 +7,9 @@ if training had stopped there; mean ± sample std over seeds.
 
 The epochs compared are those every model of the dataset reached in every
 seed (E = the smallest last epoch), at a quarter, half and all of E. The
-last column sets each model against the best baseline (``baselines/``) at E,
-the question "does it learn as well as SASRec, epoch for epoch?".
+next column sets each model against the best baseline (``baselines/``) at E,
+the question "does it learn as well as SASRec, epoch for epoch?"; the last
+gives each model's best over its whole run and the mean epoch it came at.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def compared_epochs(last_epochs: list[int]) -> list[int]:
     return sorted({max(1, round(common / 4)), max(1, round(common / 2)), common})
 
 
-def equal_epoch_frame(records: list[dict], monitor: str, baselines: set[str]) -> pd.DataFrame:
-    """One row per dataset × model × compared epoch: mean and std over seeds, and the ratio to the best baseline at the last epoch."""
+def equal_epoch_frame(records: list[dict], monitor: str, baselines: set[str], order: list[str] | None = None) -> pd.DataFrame:
+    """One row per dataset × model × compared epoch: mean and std over seeds, the ratio to the best baseline at the last
+    compared epoch, and each model's best over its whole run (``run_best``, at mean epoch ``run_best_epoch``).
+
+    Models appear in ``order`` (e.g. the suite's), then any others in record order.
+    """
     rows = []
     curves = [r for r in records if r.get("status") == "ok" and r.get("history")]
     for dataset in dict.fromkeys(r["dataset"] for r in curves):
@@ -39,14 +44,20 @@ def equal_epoch_frame(records: list[dict], monitor: str, baselines: set[str]) ->
         if len({r["model"] for r in group}) < 2:
             continue  # nothing to compare
         epochs = compared_epochs([max(h["epoch"] for h in r["history"]) for r in group])
-        for model in dict.fromkeys(r["model"] for r in group):
+        models = dict.fromkeys([m for m in order or [] if any(r["model"] == m for r in group)] + [r["model"] for r in group])
+        for model in models:
             trials = [r for r in group if r["model"] == model]
+            finals = [max((h for h in r["history"] if h.get(f"valid_{monitor}") is not None), key=lambda h: h[f"valid_{monitor}"],
+                          default=None) for r in trials]
+            finals = [h for h in finals if h is not None]
+            run_best = np.mean([h[f"valid_{monitor}"] for h in finals]) if finals else np.nan
+            run_best_epoch = np.mean([h["epoch"] for h in finals]) if finals else np.nan
             for epoch in epochs:
                 values = np.array([best_by_epoch(r["history"], monitor, epoch) for r in trials], dtype=float)
                 rows.append({"dataset": dataset, "model": model, "baseline": model in baselines, "epoch": epoch,
                              "mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
                              "std": np.nanstd(values, ddof=1) if np.isfinite(values).sum() > 1 else np.nan,
-                             "seeds": int(np.isfinite(values).sum())})
+                             "seeds": int(np.isfinite(values).sum()), "run_best": run_best, "run_best_epoch": run_best_epoch})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -74,6 +85,7 @@ def equal_epoch_markdown(frame: pd.DataFrame, monitor: str) -> str:
         headers = ["model", "seeds", *[f"by epoch {e}" for e in epochs]]
         if reference:
             headers.append(f"vs {reference} at {epochs[-1]}")
+        headers.append("best of the run (epoch)")
         rows = []
         for model, rows_of_model in group.groupby("model", sort=False):
             by_epoch = rows_of_model.set_index("epoch")
@@ -84,11 +96,14 @@ def equal_epoch_markdown(frame: pd.DataFrame, monitor: str) -> str:
             if reference:
                 ratio = by_epoch.loc[epochs[-1], "vs_best_baseline"]
                 cells.append("–" if np.isnan(ratio) else f"{ratio:.2f}x")
+            best, at = by_epoch["run_best"].iloc[-1], by_epoch["run_best_epoch"].iloc[-1]
+            cells.append("–" if np.isnan(best) else f"{best:.4f} ({at:.0f})")
             rows.append(cells)
         table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
                          colalign=("left",) + ("right",) * (len(headers) - 1))
         lines += [f"### {dataset}", "", table, ""]
     lines.append(f"Best validation {monitor.upper()} reached by each epoch (the checkpoint kept had training stopped there), "
-                 "mean ± sample std over seeds; the epochs are a quarter, half and all of the fewest epochs any trial ran. "
+                 "mean ± sample std over seeds; the epochs are a quarter, half and all of the fewest epochs any trial ran; "
+                 "the last column is the best of each whole run (mean over seeds) and the mean epoch it came at. "
                  "Validation only: no test number is used here.")
     return "\n".join(lines) + "\n"

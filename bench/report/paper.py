@@ -469,7 +469,7 @@ def write_report(run: RunDir) -> Path:
         sections += [f"## Measured vs published ({source.key})", "", published_md]
     monitor = (run.metadata().get("config") or {}).get("protocol", {}).get("monitor", "ndcg@10")
     records = run.records()
-    curves = equal_epoch_frame(records, monitor, table.baselines)
+    curves = equal_epoch_frame(records, monitor, table.baselines, order=list(dict.fromkeys(frame["model"])))
     if not curves.empty:
         curves_md = equal_epoch_markdown(curves, monitor)
         atomic_write(out / "equal-epochs.md", curves_md)

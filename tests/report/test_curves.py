@@ -30,7 +30,8 @@ def test_equal_epochs_compare_every_model_at_the_same_epochs_against_the_best_ba
         _trial("diffurec", 1, [(1, 0.04), (2, 0.08), (3, 0.10), (4, 0.2)]),
         {"dataset": "toy", "model": "broken", "seed": 0, "status": "failed"},
     ]
-    frame = equal_epoch_frame([r for r in records if r["model"] != "pop"], "ndcg@10", baselines={"sasrec"})
+    frame = equal_epoch_frame([r for r in records if r["model"] != "pop"], "ndcg@10", baselines={"sasrec"}, order=["diffurec", "sasrec"])
+    assert list(dict.fromkeys(frame["model"])) == ["diffurec", "sasrec"]
     assert sorted(frame["epoch"].unique()) == [1, 2, 4]
     at_four = frame[frame["epoch"] == 4].set_index("model")
     assert at_four.loc["sasrec", "mean"] == pytest.approx(0.4) and at_four.loc["sasrec", "seeds"] == 2
@@ -38,6 +39,7 @@ def test_equal_epochs_compare_every_model_at_the_same_epochs_against_the_best_ba
     assert frame.set_index(["model", "epoch"]).loc[("diffurec", 2), "std"] == pytest.approx(np.std([0.04, 0.08], ddof=1))
     markdown = equal_epoch_markdown(frame, "ndcg@10")
     assert "vs sasrec at 4" in markdown and "0.50x" in markdown and "broken" not in markdown
+    assert "0.7500 (8)" in markdown  # sasrec's run bests 0.8 (epoch 8) and 0.7 (epoch 7): mean epoch 7.5
 
 
 def test_a_dataset_with_one_model_has_nothing_to_compare():
