@@ -215,3 +215,98 @@ def test_noise_head_tells_corrupted_items_from_clean_ones():
     on_corrupted, on_clean = probability[real & corrupted], probability[real & ~corrupted]
     auc = (on_corrupted[:, None] > on_clean[None, :]).mean()
     assert on_corrupted.mean() - on_clean.mean() > 0.3 and auc > 0.8
+
+
+class FixedNoiseLogits(torch.nn.Module):
+    """A noise head that ignores the states: ``logits[b, i]`` for input position i + 1, every step."""
+
+    def __init__(self, logits: list[list[float]]):
+        super().__init__()
+        self.values = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, states):
+        return self.values[..., None].expand(*states.shape[:-1], 1)
+
+
+def ranked(**changes) -> UniformDiffusion:
+    # T = 10, beta_bar(t) = 0.05 t: the chain from t_start = 10 replaces half of each history's real items
+    return tiny(diffusion_steps=10, beta_max=0.5, denoise_from=1.0, reverse="ranked", **changes).eval()
+
+
+def test_ranked_step_replaces_the_scheduled_count_the_noise_head_ranks_highest():
+    model = ranked(steps=1)
+    history = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 1], [0, 0, 0, 3, 4, 5, 6, 7]])
+    # all logits negative: the threshold process would replace nothing; ranked goes by rank alone.
+    # Row 1 ranks its padding and its first real item (positions 1-3) highest: never eligible.
+    model.noise_head = FixedNoiseLogits([[-5, -1, -9, -3, -2, -7, -4], [-0.1, -0.2, -0.3, -6, -1, -8, -2]])
+    states = model.encoder(history, model.condition(torch.tensor([10, 10])))
+    predicted = model.logits(states).argmax(-1)  # position i is replaced by the prediction at i - 1
+    [(level, denoised, replaced)] = model.denoise_trace(history)
+    assert level == 10
+    # 8 real items x 0.5 = 4: positions 2, 5, 4, 7 (logits -1, -2, -3, -4); 5 x 0.5 = 2.5 -> 3: positions 4, 7, 5
+    assert torch.nonzero(replaced).tolist() == [[0, 2], [0, 4], [0, 5], [0, 7], [1, 4], [1, 5], [1, 7]]
+    expected = history.clone()
+    expected[replaced] = predicted[:, :-1][replaced[:, 1:]]
+    assert denoised.tolist() == expected.tolist()
+    assert denoised[1, :4].tolist() == [0, 0, 0, 3]  # padding and the first real item are kept
+
+
+def test_ranked_chain_spreads_the_replacements_over_the_steps_and_never_replaces_a_position_twice():
+    model = ranked(steps=2)
+    levels, cleaned = model.ranked_chain()
+    assert levels == [10, 5] and cleaned == pytest.approx([0.25, 0.5])  # tau 10 -> 5 -> 0
+    history = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 1]])
+    model.noise_head = FixedNoiseLogits([[-5, -1, -9, -3, -2, -7, -4]])  # the same ranking at every step
+    trace = model.denoise_trace(history)
+    # 8 x 0.25 = 2 in the first step (positions 2, 5), then 2 more: the next best, 4 and 7
+    assert [torch.nonzero(replaced[0]).ravel().tolist() for _, _, replaced in trace] == [[2, 5], [4, 7]]
+    assert [level for level, _, _ in trace] == [10, 5]
+
+
+@pytest.mark.parametrize("steps, levels", [(1, [5]), (2, [5, 2]), (5, [5, 4, 3, 2, 1]), (10, [5, 4, 4, 4, 3, 2, 2, 2, 1, 1])])
+def test_ranked_chain_ends_at_beta_bar_of_t_start_whatever_the_number_of_steps(steps, levels):
+    model = tiny(diffusion_steps=20, steps=steps, denoise_from=0.25, reverse="ranked")  # t_start 5, beta_bar 0.1
+    got_levels, cleaned = model.ranked_chain()
+    assert got_levels == levels and len(cleaned) == steps
+    assert cleaned[-1] == pytest.approx(0.1) and (np.diff(cleaned) > 0).all()
+
+
+def test_ranked_denoising_is_deterministic_padding_invariant_and_its_steps_change_the_output():
+    torch.manual_seed(1)
+    history = torch.randint(1, 10, (6, 6))
+    history[3, :2] = 0  # left padding
+    history[4, :5] = 0  # a single real item: nothing can be replaced
+    one, four = ranked(steps=1), ranked(steps=4)
+    assert torch.equal(one.denoise(history), one.denoise(history))
+    assert torch.equal(one.score(history), one.score(history))
+    once, chained = one.denoise(history), four.denoise(history)
+    assert once[4].tolist() == chained[4].tolist() == history[4].tolist()
+    assert not torch.equal(once, chained)  # re-ranking after each step's replacements is not the one-shot result
+    assert not torch.allclose(one.score(history), four.score(history))
+    padded = torch.cat([torch.zeros(6, 2, dtype=torch.long), history], dim=1)  # the model's max_len, 8
+    assert torch.equal(four.denoise(padded)[:, 2:], chained)
+
+
+def test_threshold_and_ranked_differ_when_the_head_is_unsure():
+    history = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 1]])
+    model = ranked(steps=1)
+    force_noise_head(model, -50.0)  # probability ~0 everywhere: the threshold process keeps the history
+    threshold = tiny(diffusion_steps=10, beta_max=0.5, denoise_from=1.0, steps=1).eval()
+    force_noise_head(threshold, -50.0)
+    assert threshold.denoise(history).tolist() == history.tolist()
+    [(_, _, replaced)] = model.denoise_trace(history)
+    assert replaced.sum().item() == 4 and replaced[0, 1:5].all()  # constant logits: ties go to the earlier positions
+
+
+def test_config_rejects_an_unknown_reverse_process():
+    with pytest.raises(DrbenchError, match="reverse"):
+        build_config(UniformDiffusionConfig, {"reverse": "sample"}, "models.uniform_diffusion.params")
+
+
+@pytest.mark.parametrize("reverse", ["threshold", "ranked"])
+def test_a_batch_of_one_item_histories_is_kept(reverse):
+    model = tiny(reverse=reverse, steps=3).eval()
+    force_noise_head(model, 50.0)
+    history = torch.tensor([[4], [7]])  # one column: nothing precedes any item
+    assert model.denoise(history).tolist() == [[4], [7]]
+    assert model.score(history).shape == (2, 10)
