@@ -86,7 +86,7 @@ def test_steps_sweeps_become_their_own_table(tmp_path):
     assert "| diff    |       1 |       2 | 0.1500 ± 0.0707 |" in markdown  # mean ± sample std of 0.1 and 0.2
 
 
-def test_metrics_beyond_a_generated_list_are_dashes_in_the_results_table(tmp_path):
+def test_metrics_beyond_a_generated_list_read_not_applicable_in_the_results_table(tmp_path):
     run = RunDir.create(tmp_path, "s", {"suite": "s"})
     generator = {**record("d__gen__seed0", ndcg=0.3), "ranking": "generated", "list_length": 10, "test_ndcg@20": float("nan")}
     run.write_trial(generator)
@@ -97,6 +97,6 @@ def test_metrics_beyond_a_generated_list_are_dashes_in_the_results_table(tmp_pat
     markdown = (run.path / "results.md").read_text()
     gen = next(line for line in markdown.splitlines() if line.startswith("| gen"))
     pop = next(line for line in markdown.splitlines() if line.startswith("| pop"))
-    assert gen.split("|")[3].strip() == "**0.3000**" and gen.split("|")[4].strip() == "–" and "nan" not in markdown.lower()
+    assert gen.split("|")[3].strip() == "**0.3000**" and gen.split("|")[4].strip() == "n/a" and "nan" not in markdown.lower()
     assert pop.split("|")[4].strip() == "0.2000"  # the only measured NDCG@20: not marked best
-    assert "not measured" in markdown
+    assert "n/a = not applicable (K beyond the model's generated list)" in markdown

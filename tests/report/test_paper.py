@@ -133,7 +133,7 @@ def test_write_report_writes_tables_and_figures(run):
     assert pd.read_csv(out / "accuracy.csv")["significant"].any()
 
 
-def test_metrics_a_generator_did_not_measure_are_dashes_never_placed_or_tested(tmp_path):
+def test_metrics_a_generator_did_not_measure_read_not_applicable_never_placed_or_tested(tmp_path):
     # diffsasrec generates 10-item lists (HR@20 not measured), tiger 5-item lists (nothing at K = 10, 20 measured)
     rng = np.random.default_rng(1)
     run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "protocol": {"monitor": "ndcg@10"},
