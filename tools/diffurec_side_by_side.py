@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import math
 import os
@@ -458,10 +459,12 @@ def write_figure(rows: list[dict], pop: dict | None, path: Path, title: str) -> 
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(temporary, dpi=120)
+    from bench.files import atomic_write
+
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
-    os.replace(temporary, path)
+    atomic_write(path, image.getvalue())
 
 
 # --- main ----------------------------------------------------------------------------------------
