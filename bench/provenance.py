@@ -37,13 +37,13 @@ def _git(*args: str) -> str | None:
 def code_version() -> dict:
     """{"code_commit": sha or "unknown", "code_dirty": True/False, or "unknown" outside git}.
 
-    Only tracked files count as dirty: run folders written under results/
-    are new, untracked files and do not change the code.
+    Only tracked files outside results/ count: a committed run folder that
+    a ``--resume`` updates, or a new one, does not change the code.
     """
     commit = _git("rev-parse", "HEAD")
     if not commit:
         return {"code_commit": UNKNOWN, "code_dirty": UNKNOWN}
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"code_commit": commit, "code_dirty": UNKNOWN if status is None else bool(status)}
 
 

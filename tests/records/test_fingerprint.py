@@ -142,3 +142,27 @@ def test_paired_tests_need_the_same_users_of_the_same_split():
         check_same_users("d", "m", "ref", {("d", "m"): ("f", users), ("d", "ref"): ("g", users)})
     with pytest.raises(DrbenchError, match="different users of one split"):
         check_same_users("d", "m", "ref", {("d", "m"): ("f", users), ("d", "ref"): ("f", users[::-1])})
+
+
+def test_code_is_dirty_for_a_changed_tracked_source_file_but_not_for_a_changed_run_folder(tmp_path, monkeypatch):
+    import subprocess
+
+    from bench import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results" / "run").mkdir(parents=True)
+    (tmp_path / "results" / "run" / "trial.json").write_text("{}\n")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    provenance.code_version.cache_clear()
+    (tmp_path / "results" / "run" / "trial.json").write_text('{"latency": "measured alone"}\n')  # a resume updated the run
+    assert provenance.code_version()["code_dirty"] is False
+    provenance.code_version.cache_clear()
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert provenance.code_version()["code_dirty"] is True
+    provenance.code_version.cache_clear()
