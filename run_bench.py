@@ -6,6 +6,8 @@
     python run_bench.py --suite smoke --resume            # continue the latest smoke run
     python run_bench.py --list-datasets | --list-models
     python run_bench.py --report results/smoke/<run-id>   # tables again, from saved trials
+    python run_bench.py --plugin my_model.py --suite my.yaml    # your own model (docs/plugins.md)
+    python run_bench.py --suite smoke --datasets ml-100k --export-split DIR | --score LISTS.tsv --label NAME
 """
 
 from __future__ import annotations
@@ -67,9 +69,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the trials one after another in this process instead of through Ray Tune (a machine "
                              "without Ray, or debugging); same run folder, --resume and reports")
     parser.add_argument("--data-root", help="folder with the datasets (default: $DRBENCH_DATA, else ../shared/data, else the user cache)")
+    parser.add_argument("--dataset-card", action="append", default=[], metavar="FILE",
+                        help="register the named dataset of a dataset card (YAML, as in datasets/; repeatable); "
+                             "pass it again with --resume")
     parser.add_argument("--results-dir", default=str(ROOT / "results"), help="where runs are written (default: results/)")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="with --download: accept a file for which no published checksum is known (its sha256 is printed)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="import your own model code first (a .py file or package.module that registers models with "
+                             "@register_model; repeatable; see docs/plugins.md); pass it again with --resume")
+    parser.add_argument("--export-split", metavar="DIR",
+                        help="with --suite S --datasets D: write the split the suite uses (training sequences, validation and "
+                             "test inputs and targets, raw and internal ids, fingerprint) as TSV files and a manifest.json into "
+                             "DIR, for models trained elsewhere (docs/own-predictions.md)")
+    parser.add_argument("--score", metavar="FILE",
+                        help="with --suite S --datasets D --label NAME: evaluate a file of ranked lists (one line per test user, "
+                             "the export's raw ids, best first) on that split as one trial, in a new run folder or, with "
+                             "--resume RUN_DIR, next to that run's models (docs/own-predictions.md)")
+    parser.add_argument("--label", metavar="NAME", help="with --score: the external model's name in the tables")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Ray's own logs")
     return parser.parse_args(argv)
 
@@ -87,7 +104,8 @@ def select(suite, args):
 
         for name in args.datasets:
             if name not in dataset_names() and ":" not in name:
-                raise DrbenchError(f"--datasets: unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}")
+                raise DrbenchError(f"--datasets: unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}, "
+                                   "or the name of a dataset card given with --dataset-card FILE")
         suite = replace(suite, datasets=list(args.datasets))
     if args.seeds:
         suite = replace(suite, seeds=list(args.seeds))
@@ -148,7 +166,11 @@ def command_suite(args) -> int:
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
                            "Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
-    suite = apply_fallbacks(select(load_suite(args.suite), args), data_root)
+    suite = apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root)
+    if args.tune:
+        from bench.run.sweep import check_spaces
+
+        check_spaces(suite)  # a model without a search space stops --tune here, before any run folder
     results_root = Path(args.results_dir)
     run = None
     if args.resume:
@@ -206,6 +228,53 @@ def command_suite(args) -> int:
     return 0
 
 
+def command_predictions(args) -> int:
+    """--export-split DIR and --score FILE: the suite's split as files, and lists made elsewhere scored on it (bench.run.external)."""
+    from bench.data import resolve_data_root
+    from bench.report.tables import terminal_table, write_tables
+    from bench.run.config import load_suite
+    from bench.run.external import export_split, score_lists
+
+    option = "--export-split" if args.export_split else "--score"
+    if not args.suite:
+        raise DrbenchError(f"{option} needs --suite S and --datasets D: the suite and dataset whose split it is")
+    if args.export_split and args.score:
+        raise DrbenchError("--export-split and --score are two steps: export, make your lists from the export, then score them")
+    if bool(args.score) != bool(args.label):
+        raise DrbenchError("--score FILE needs --label NAME, the name of the external model in the tables" if args.score
+                           else "--label names the model of --score FILE; add --score or drop --label")
+    given = {"--models": args.models, "--seeds": args.seeds, "--tune": args.tune, "--train-budget": args.train_budget is not None}
+    if args.export_split:
+        given.update({"--resume": args.resume, "--address": args.address})
+    for flag, used in given.items():
+        if used:
+            raise DrbenchError(f"{flag} does not apply to {option}, which trains no model of the suite; drop {flag}")
+    if args.no_ray and args.address:
+        raise DrbenchError("--no-ray runs the scoring in this process; --address names a Ray cluster. Drop one of the two options.")
+    data_root = resolve_data_root(args.data_root)
+    suite = apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root)
+    if args.export_split:
+        export_split(suite, Path(args.export_split), data_root)
+        return 0
+    if args.no_ray:
+        from bench.run.local_backend import LocalBackend
+
+        backend = LocalBackend()
+    else:
+        from bench.run.ray_backend import RayBackend
+
+        backend = RayBackend(args.address, args.debug)
+    run, record = score_lists(suite, Path(args.score), args.label, data_root, Path(args.results_dir), backend, args.resume)
+    print()
+    print(terminal_table(write_tables(run), run.steps_frame()))
+    print(f"results: {run.path / 'results.md'} and {run.path / 'trials.csv'}")
+    print_report(run)
+    if record["status"] != "ok":
+        print(f"scoring failed: {record['key']}: {record['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def command_list_datasets(args) -> int:
     from tabulate import tabulate
 
@@ -238,7 +307,9 @@ def command_list_models(args) -> int:
     from dataclasses import fields
 
     from bench.models.base import model_entry, model_names
+    from bench.plugins import load_plugins
 
+    load_plugins(args.plugin)
     width = max(map(len, model_names()))
     for name in model_names():
         entry = model_entry(name)
@@ -277,6 +348,11 @@ def command_report(args) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        from bench.data.registry import use_dataset_cards
+
+        use_dataset_cards(args.dataset_card)  # before anything looks a dataset name up
+        if args.export_split or args.score or args.label:
+            return command_predictions(args)
         if args.suite:
             return command_suite(args)
         if args.list_datasets:

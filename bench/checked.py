@@ -99,12 +99,13 @@ def _yaml_problem(error: yaml.YAMLError, path: Path) -> str:
     return where + problem
 
 
-def load_yaml(path: Path) -> dict:
+def load_yaml(path: Path, what: str = "suite file") -> dict:
+    """A YAML mapping read strictly; ``what`` names the kind of file in errors."""
     try:
         with open(path, encoding="utf-8") as handle:
             loaded = yaml.load(handle, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        raise DrbenchError(f"suite file {path} is not valid YAML: {_yaml_problem(error, path)}") from None
+        raise DrbenchError(f"{what} {path} is not valid YAML: {_yaml_problem(error, path)}") from None
     if not isinstance(loaded, dict):
-        raise DrbenchError(f"suite file {path} must contain a mapping at the top level")
+        raise DrbenchError(f"{what} {path} must contain a mapping at the top level")
     return loaded

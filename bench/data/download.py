@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 from bench.errors import DrbenchError
-from bench.data.registry import REGISTRY, Official, dataset_names, file_checksum
+from bench.data.cards import Official
+from bench.data.registry import REGISTRY, dataset_names, file_checksum
 
 
 def _verify(path: Path, checksum: str | None, what: str, allow_unverified: bool, echo) -> None:
@@ -62,7 +63,7 @@ def download(name: str, root: Path, allow_unverified: bool = False, echo=print) 
     if source is None:
         raise DrbenchError(f"dataset '{name}' has no official download")
     official: Official = source.official
-    target = root / source.path
+    target = source.file(root)
     if target.is_file():
         echo(f"{target} already exists; nothing to download")
         return target

@@ -10,7 +10,7 @@ Preprocessing, in this order (``PreprocessConfig``):
 3. duplicates of a (user, item) pair: ``first`` keeps the earliest
    occurrence, ``last`` the latest, ``keep`` keeps repeats; ``None`` is the
    source's default (``datasets.registry.default_dedup``: ``first`` for
-   registered sources and ``csv:`` logs, ``keep`` for ``seq:`` files, which
+   registered sources and ``csv:``/``recbole:`` logs, ``keep`` for ``seq:`` files, which
    are usually prepared benchmark files), ``first`` when called directly;
 4. optional iterative k-core: drop users and items with fewer than ``core``
    interactions until none is left;
@@ -64,6 +64,8 @@ class InteractionData:
     source_sha256: str = ""  # of that file ("" for the built-in dataset)
     # what preprocessing did, one dict per step: {"step": "dedup", "policy": ..., "dropped": n, "kept": m, ...}
     steps: tuple[dict, ...] = ()
+    card: str = ""  # the dataset card it was registered by (datasets/<name>.yaml, never an absolute path); "" for none
+    card_sha256: str = ""  # of that card file, so a run records which card it used
 
     @property
     def n_items(self) -> int:
@@ -157,4 +159,6 @@ def dataset_stats(data: InteractionData) -> dict:
         "has_timestamps": data.has_timestamps,
         "source": data.source,
         "sha256": data.source_sha256,
+        "card": data.card,
+        "card_sha256": data.card_sha256,
     }

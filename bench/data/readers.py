@@ -86,8 +86,9 @@ def _read_table(path: Path, what: str, **read_csv_args) -> pd.DataFrame:
     try:
         with _open_text(path, read_csv_args.pop("encoding", "utf-8")) as handle:
             frame = pd.read_csv(handle, dtype=str, keep_default_na=False, **read_csv_args)
-    except pd.errors.ParserError as error:
-        raise DrbenchError(f"malformed {what} file {path}: {error}") from None
+    except pd.errors.ParserError as error:  # pandas' message names the line and may end in a newline
+        raise DrbenchError(f"malformed {what} file {path}: {' '.join(str(error).split())}; "
+                           "give every line the same number of fields") from None
     except pd.errors.EmptyDataError:
         raise DrbenchError(f"data file is empty: {path}") from None
     except UnicodeDecodeError as error:
@@ -97,14 +98,15 @@ def _read_table(path: Path, what: str, **read_csv_args) -> pd.DataFrame:
     return frame
 
 
-def _integer_column(frame: pd.DataFrame, column: str, path: Path, first_line: int, what: str) -> np.ndarray:
-    """``frame[column]`` as int64; a bad value is reported with its line number."""
+def _integer_column(frame: pd.DataFrame, column: str, path: Path, first_line: int, what: str, fix: str = "") -> np.ndarray:
+    """``frame[column]`` as int64; a bad value is reported with its line number and ``fix``, what to do."""
     values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
     bad = values.isna() | (values != values.round())
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DrbenchError(
             f"malformed line {path}:{row + first_line}: {what} must be an integer, got '{frame[column].iloc[row]}'"
+            + (f"; {fix}" if fix else "")
         )
     return values.to_numpy(dtype=np.int64)
 
@@ -160,19 +162,81 @@ def read_interaction_csv(path: Path, user_col: str = "user_id", item_col: str = 
     required = [user_col, item_col] + ([time_col] if require_time and time_col else [])
     missing = [c for c in required if c not in header]
     if missing:
-        raise DrbenchError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; the file's columns are "
-            f"{', '.join(repr(c) for c in header)}. Name the right ones, e.g. "
-            f"csv:{path}?user=<column>&item=<column>&time=<column>"
-        )
+        raise _missing_columns_error(path, missing, header, "column", "csv")
+    return _columns_to_log(frame, path, user_col, item_col, time_col, rating_col)
+
+
+def _missing_columns_error(path: Path, missing: list[str], present: list[str], what: str, scheme: str) -> DrbenchError:
+    """The one line for a log without the columns (csv) or fields (recbole) it was asked to read, naming the fix."""
+    return DrbenchError(f"{path}: missing {what}(s) {', '.join(repr(c) for c in missing)}; the file's {what}s are "
+                        f"{', '.join(repr(c) for c in present)}. Name the right ones, e.g. "
+                        f"{scheme}:{path}?user=<{what}>&item=<{what}>&time=<{what}>")
+
+
+TIME_FIX = "write whole-number times, e.g. Unix seconds (scale fractional ones, e.g. to milliseconds)"
+
+
+def _columns_to_log(frame: pd.DataFrame, path: Path, user_col: str, item_col: str, time_col: str | None,
+                    rating_col: str | None) -> pd.DataFrame:
+    """The log of a table with a header line (data from file line 2): user and item required, rating and time if present."""
+    header = list(frame.columns)
     _check_complete(frame, [user_col, item_col], path, 2, f"non-empty '{user_col}' and '{item_col}'")
     log = pd.DataFrame({"user": frame[user_col].str.strip(), "item": frame[item_col].str.strip()})
     has_rating = rating_col in header and (frame[rating_col].str.strip() != "").any()
     log["rating"] = _float_column(frame, rating_col, path, 2, rating_col) if has_rating else np.nan
     if time_col in header:
         _check_complete(frame, [time_col], path, 2, f"a '{time_col}' value")
-        log["timestamp"] = _integer_column(frame, time_col, path, 2, time_col)
+        log["timestamp"] = _integer_column(frame, time_col, path, 2, time_col, TIME_FIX)
     return log
+
+
+# RecBole's atomic files (recbole.io/docs/user_guide/data/atomic_files.html): a header of
+# ``name:type`` fields, separated like the rows (RecBole's field_separator, a tab by default).
+RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
+RECBOLE_HEADER = "user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float"
+
+
+def _recbole_fields(path: Path, sep: str) -> dict[str, str]:
+    """Field name -> type of a RecBole atomic file's header line, checked field by field."""
+    with _open_text(path) as handle:
+        header = handle.readline().rstrip("\r\n")
+    entries = header.split(sep)
+    fields = {}
+    for entry in entries:
+        name, _, kind = entry.partition(":")
+        if not name or not kind or ":" in kind:
+            hint = "; its fields are not tab-separated: is it a CSV? then use csv:<path>" if len(entries) == 1 and sep == "\t" else ""
+            raise DrbenchError(f"malformed line {path}:1: header field '{entry}' is not name:type; a RecBole .inter "
+                               f"header looks like {RECBOLE_HEADER}{hint}")
+        if kind not in RECBOLE_TYPES:
+            raise DrbenchError(f"malformed line {path}:1: field '{name}' has type '{kind}'; RecBole's types are "
+                               f"{', '.join(RECBOLE_TYPES)}")
+        if name in fields:
+            raise DrbenchError(f"malformed line {path}:1: field '{name}' appears twice in the header; name each field once")
+        fields[name] = kind
+    return fields
+
+
+def read_recbole_inter(path: Path, user_col: str = "user_id", item_col: str = "item_id",
+                       time_col: str | None = "timestamp", rating_col: str | None = "rating",
+                       sep: str = "\t", require_time: bool = False) -> pd.DataFrame:
+    """A RecBole ``.inter`` atomic file: typed header, one interaction per line; time and rating used when present.
+
+    The ids must be ``token`` fields and the time and rating ``float`` ones, as RecBole reads them;
+    other fields (features, ``token_seq``/``float_seq``) are checked in the header and not used.
+    """
+    fields = _recbole_fields(path, sep)
+    required = [user_col, item_col] + ([time_col] if require_time and time_col else [])
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise _missing_columns_error(path, missing, list(fields), "field", "recbole")
+    roles = [(user_col, "user", "token"), (item_col, "item", "token"), (time_col, "time", "float"), (rating_col, "rating", "float")]
+    for name, role, kind in roles:
+        if name in fields and fields[name] != kind:
+            raise DrbenchError(f"malformed line {path}:1: field '{name}' holds the {role} and must be of type {kind} "
+                               f"(as RecBole reads it), got {fields[name]}; write {name}:{kind} in the header")
+    frame = _read_table(path, "RecBole .inter", sep=sep, header=0, names=list(fields))
+    return _columns_to_log(frame, path, user_col, item_col, time_col, rating_col)
 
 
 def read_sequence_file(path: Path) -> pd.DataFrame:
@@ -227,6 +291,7 @@ READERS = {
         "movielens-100k": read_movielens_100k,
         "movielens-dat": read_movielens_dat,
         "interaction-csv": read_interaction_csv,
+        "recbole-inter": read_recbole_inter,
         "sequences": read_sequence_file,
         "amazon-reviews": read_amazon_reviews,
     }.items()

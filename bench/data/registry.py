@@ -1,11 +1,13 @@
 """The named datasets, where their files live, and how they are loaded.
 
-Each dataset is a card in the repository's ``datasets/`` folder (one YAML
-file: name, description, family, and its possible source files under the
-data root, best first, each with its reader, reader options and official
-download location and checksum); adding a dataset is adding a card. The
-first source present is used (``InteractionData.source`` and every result
-row record which); ``--download`` fetches the official one.
+Each dataset is a card (``bench/data/cards.py``) in the repository's
+``datasets/`` folder or given with ``--dataset-card`` (one YAML file: name,
+description, family, and its possible source files under the data root,
+best first, each with its reader, reader options and official download
+location and checksum); adding a dataset is adding a card. The first source
+present is used (``InteractionData.source`` and every result row record
+which); ``--download`` fetches the official one. Files without a card:
+``csv:``, ``seq:`` and ``recbole:`` specs (``_custom_source``).
 
 Data root: ``--data-root`` > ``$DRBENCH_DATA`` > ``../shared/data`` next to
 the repository > ``~/.cache/drbench/data``.
@@ -20,12 +22,12 @@ import json
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import DrbenchError
+from bench.data.cards import DatasetEntry, load_card, load_cards
 from bench.data.interactions import InteractionData, PreprocessConfig, dataset_stats, preprocess
 from bench.data.readers import READERS
 from bench.data.sequences import Sequences
@@ -35,79 +37,36 @@ CACHE_FORMAT = 2  # bump when preprocessing changes what a cached file contains
 
 
 
-@dataclass(frozen=True)
-class Official:
-    """Where a source file officially comes from.
-
-    ``url`` is fetched; when it is a zip, ``member`` is extracted. A checksum
-    is ``"sha256:<hex>"`` or ``"md5:<hex>"`` (GroupLens publishes md5 sums of
-    its zips); None means no verified checksum is known.
-    """
-
-    url: str
-    archive_checksum: str | None = None
-    member: str | None = None
-    file_checksum: str | None = None
-
-    def validate(self) -> None:
-        for checksum in (self.archive_checksum, self.file_checksum):
-            if checksum is not None and checksum.partition(":")[0] not in ("sha256", "md5"):
-                raise DrbenchError(f"checksum '{checksum}' must be sha256:<hex> or md5:<hex>")
-
-
-@dataclass(frozen=True)
-class Source:
-    path: str  # relative to the data root
-    reader: str  # key of bench.data.readers.READERS
-    official: Official | None = None
-    reader_args: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    name: str
-    description: str
-    sources: tuple[Source, ...]
-    family: str = "other"  # "movielens", "amazon": models keep per-family default hyperparameters
-
-
 CARDS_DIR = REPO_ROOT / "datasets"  # one YAML card per dataset: adding a dataset is adding a card
-CARD_KEYS = {"order", "name", "description", "family", "sources"}
-
-
-def _card_entry(path: Path) -> tuple[int, DatasetEntry]:
-    """One dataset card, checked key by key (see datasets/*.yaml)."""
-    from bench.checked import build_config, load_yaml
-
-    card = load_yaml(path)
-    unknown = sorted(set(card) - CARD_KEYS)
-    missing = sorted({"name", "description", "sources"} - set(card))
-    if unknown or missing:
-        raise DrbenchError(f"dataset card {path.name}: " + (f"unknown key(s) {', '.join(unknown)}" if unknown else
-                                                            f"missing key(s) {', '.join(missing)}") + f"; keys: {', '.join(sorted(CARD_KEYS))}")
-    sources = []
-    for i, raw in enumerate(card["sources"] or []):
-        where = f"dataset card {path.name}: sources[{i}]"
-        raw = dict(raw or {})
-        official = raw.pop("official", None)
-        official = build_config(Official, official, f"{where}.official") if official else None
-        source = build_config(Source, raw, where)
-        if source.reader not in READERS:
-            raise DrbenchError(f"{where}.reader must be one of {', '.join(READERS)}, got '{source.reader}'")
-        sources.append(dataclasses.replace(source, official=official))
-    entry = DatasetEntry(str(card["name"]), str(card["description"]), tuple(sources), str(card.get("family", "other")))
-    return int(card.get("order", 1000)), entry
-
-
-def load_cards(folder: Path = CARDS_DIR) -> dict[str, DatasetEntry]:
-    """Every dataset card in ``folder``, in the cards' ``order``."""
-    entries = sorted((_card_entry(path) for path in sorted(folder.glob("*.yaml"))), key=lambda pair: (pair[0], pair[1].name))
-    return {entry.name: entry for _, entry in entries}
-
-
-REGISTRY: dict[str, DatasetEntry] = load_cards()
+BUILT_IN: dict[str, DatasetEntry] = load_cards(CARDS_DIR)
+REGISTRY: dict[str, DatasetEntry] = dict(BUILT_IN)  # and the cards of this command (use_dataset_cards)
 SYNTHETIC = "synthetic"
-CUSTOM_PREFIXES = ("csv:", "seq:")
+CUSTOM_PREFIXES = ("csv:", "seq:", "recbole:")
+_USER_CARDS: set[str] = set()
+
+
+def use_dataset_cards(paths) -> list[DatasetEntry]:
+    """Register the ``--dataset-card`` files of this command, each checked, none clashing with another name.
+
+    The cards of an earlier command in this process are dropped first, so each
+    command sees the built-in cards and its own. A card is recorded by its path
+    relative to the current folder when under it, else by its file name.
+    """
+    for name in _USER_CARDS:
+        REGISTRY.pop(name, None)
+    _USER_CARDS.clear()
+    entries: dict[str, tuple[Path, int, DatasetEntry]] = {}
+    for path in map(Path, paths):
+        order, entry = load_card(path, portable_file(os.path.abspath(path)))
+        if entry.name in BUILT_IN or entry.name == SYNTHETIC:
+            raise DrbenchError(f"dataset card {path}: the name '{entry.name}' is a built-in dataset's; give the card another name")
+        if entry.name in entries:
+            raise DrbenchError(f"dataset cards {entries[entry.name][0]} and {path} both name the dataset '{entry.name}'; rename one")
+        entries[entry.name] = (path, order, entry)
+    added = [entry for _, _, entry in sorted(entries.values(), key=lambda card: (card[1], card[2].name))]
+    REGISTRY.update({entry.name: entry for entry in added})  # after the built-in datasets, in the cards' order
+    _USER_CARDS.update(entries)
+    return added
 
 
 def dataset_names() -> list[str]:
@@ -161,7 +120,7 @@ def _missing_message(entry: DatasetEntry, root: Path) -> str:
         origin = ""
         if source.official:
             origin = f"  [official: {source.official.url}" + (f", file {source.official.member} in the zip" if source.official.member else "") + "]"
-        lines.append(f"  {root / source.path}{origin}")
+        lines.append(f"  {source.file(root)}{origin}")
     if any(s.official for s in entry.sources):
         lines.append(f"Fetch the official file with: python run_bench.py --download {entry.name} --data-root {root}")
     lines.append("Or point the harness at the folder that has it: --data-root DIR or DRBENCH_DATA=DIR.")
@@ -181,7 +140,7 @@ def _split_location(rest: str, root: Path | None) -> tuple[str, str]:
 
 
 def _custom_source(name: str, root: Path | None = None) -> tuple[Path, str, dict]:
-    """``csv:<path>[?user=..&item=..&time=..&rating=..&sep=..]`` or ``seq:<path>``."""
+    """``csv:<path>[?user=..&item=..&time=..&rating=..&sep=..]``, ``recbole:<path>.inter[?same options]`` or ``seq:<path>``."""
     kind, _, rest = name.partition(":")
     location, query = _split_location(rest, root)
     options = dict(urllib.parse.parse_qsl(query))
@@ -189,6 +148,9 @@ def _custom_source(name: str, root: Path | None = None) -> tuple[Path, str, dict
         if options:
             raise DrbenchError(f"dataset '{name}': seq:<path> takes no options")
         return Path(location), "sequences", {}
+    if kind == "recbole" and not location.endswith((".inter", ".inter.gz")):
+        raise DrbenchError(f"dataset '{name}': recbole:<path> names a RecBole interaction file, <name>.inter "
+                           "(.user and .item files hold features, not interactions)")
     known = {"user": "user_col", "item": "item_col", "time": "time_col", "rating": "rating_col", "sep": "sep"}
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -196,7 +158,7 @@ def _custom_source(name: str, root: Path | None = None) -> tuple[Path, str, dict
     args = {known[key]: value for key, value in options.items()}
     if "time" in options:
         args["require_time"] = True
-    return Path(location), "interaction-csv", args
+    return Path(location), "recbole-inter" if kind == "recbole" else "interaction-csv", args
 
 
 def _portable_path(path: Path, root: Path) -> str:
@@ -226,10 +188,11 @@ def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
     if entry is None:
         raise DrbenchError(
             f"unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}, "
-            "or csv:<path> (interaction log) / seq:<path> (sequence file)"
+            "or csv:<path> (interaction log) / seq:<path> (sequence file) / recbole:<path>.inter (RecBole atomic file), "
+            "or a dataset card (--dataset-card FILE)"
         )
     for source in entry.sources:
-        path = root / source.path
+        path = source.file(root)
         if path.is_file():
             return path, source.reader, source.reader_args, source.path
         if path.is_dir():
@@ -238,7 +201,7 @@ def _locate(name: str, root: Path) -> tuple[Path, str, dict, str]:
 
 
 def is_custom(name: str) -> bool:
-    """True for a ``csv:<path>`` / ``seq:<path>`` spec (a file named by the user, not a registered dataset)."""
+    """True for a ``csv:``/``seq:``/``recbole:`` spec (a file named by the user, not a registered dataset)."""
     return name.startswith(CUSTOM_PREFIXES)
 
 
@@ -369,8 +332,9 @@ def load_dataset(name: str, data_root: Path | str | None = None, preprocess_conf
                  cache_dir: Path | None = None) -> InteractionData:
     """Load and preprocess a dataset; the result is cached by source checksum + config.
 
-    A custom spec (``csv:``/``seq:``) is named by its ``dataset_label``; ``dedup=None`` in the
-    config means the source's default (``default_dedup``).
+    A custom spec (``csv:``/``seq:``/``recbole:``) is named by its ``dataset_label``; ``dedup=None``
+    in the config means the source's default (``default_dedup``). A carded dataset's data
+    names its card (``card``, ``card_sha256``), which is provenance, not cached content.
     """
     config = preprocess_config or PreprocessConfig()
     if config.dedup is None:
@@ -381,6 +345,8 @@ def load_dataset(name: str, data_root: Path | str | None = None, preprocess_conf
         return synthetic_dataset(config=config)
     root = Path(data_root) if data_root is not None else resolve_data_root()
     path, reader, args, source = _locate(name, root)
+    entry = REGISTRY.get(name)
+    card = {"card": entry.card, "card_sha256": entry.card_sha256} if entry is not None else {}
     checksum = file_checksum(path)
     label = name
     if is_custom(name):
@@ -389,7 +355,7 @@ def load_dataset(name: str, data_root: Path | str | None = None, preprocess_conf
     cached = cache_dir / f"{label[:60]}-{_cache_key(checksum, reader, args, config, label)}.npz"
     if cached.is_file():
         try:
-            return dataclasses.replace(_load_cache(cached), source=source)
+            return dataclasses.replace(_load_cache(cached), source=source, **card)
         except (OSError, ValueError, KeyError, TypeError):
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     log = READERS[reader](path, **args)
@@ -398,13 +364,13 @@ def load_dataset(name: str, data_root: Path | str | None = None, preprocess_conf
         _save_cache(cached, data)
     except OSError:
         pass  # a read-only cache folder only costs speed
-    return data
+    return dataclasses.replace(data, **card)
 
 
 def dataset_available(name: str, root: Path) -> bool:
     """False only for a registered dataset none of whose files is under the data root."""
     entry = REGISTRY.get(name)
-    return entry is None or any((Path(root) / source.path).is_file() for source in entry.sources)
+    return entry is None or any(source.file(root).is_file() for source in entry.sources)
 
 
 def describe_datasets(root: Path) -> list[dict]:
@@ -412,10 +378,11 @@ def describe_datasets(root: Path) -> list[dict]:
     rows = []
     for name in dataset_names():
         if not dataset_available(name, root):
-            expected = REGISTRY[name].sources[0]
+            entry = REGISTRY[name]
+            expected = entry.sources[0]
             origin = f" (official: {expected.official.url})" if expected.official else ""
-            rows.append({"name": name, "missing": f"put {root / expected.path}{origin}, "
-                                                  f"or run: python run_bench.py --download {name}"})
+            fetch = f", or run: python run_bench.py --download {name}" if any(s.official for s in entry.sources) else ""
+            rows.append({"name": name, "missing": f"put {expected.file(root)}{origin}{fetch}"})
             continue
         data = load_dataset(name, root)
         rows.append({**dataset_stats(data), "steps": [dict(step) for step in data.steps]})

@@ -145,6 +145,9 @@ class ModelEntry:
     # Hyperparameters that differ by dataset family ("movielens", "amazon"),
     # applied over the config defaults and under a suite's own params.
     family_defaults: dict = field(default_factory=dict)
+    # The model's own default space for --tune, in bench/spaces.yaml's flat format
+    # ({"params.x" | "training.y": {sampler: [args]}}): how a plugin brings one without editing this repository.
+    search_space: dict | None = None
 
     def defaults_for(self, family: str) -> dict:
         return dict(self.family_defaults.get(family, {}))
@@ -154,11 +157,26 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _discovered = False
 
 
-def register_model(name: str, config_class: type, family_defaults: dict | None = None):
+def register_model(name: str, config_class: type, family_defaults: dict | None = None, search_space: dict | None = None):
+    """Register ``model_class`` under ``name`` with its config dataclass (``--list-models``, suites' ``model:``).
+
+    ``search_space``: the model's default space for ``--tune`` (see ``bench.run.spaces``).
+    """
+
     def decorate(model_class):
-        if name in _REGISTRY and _REGISTRY[name].model_class is not model_class:
-            raise RuntimeError(f"model name '{name}' registered twice")
-        _REGISTRY[name] = ModelEntry(name, config_class, model_class, family_defaults or {})
+        where = f"{model_class.__module__}.{model_class.__qualname__}"
+        if not dataclasses.is_dataclass(config_class) or not isinstance(config_class, type):
+            raise DrbenchError(f"register_model('{name}', ...) in {where}: the config {config_class!r} must be a dataclass")
+        if not (isinstance(model_class, type) and issubclass(model_class, Recommender)):
+            raise DrbenchError(f"register_model('{name}', ...): {where} must subclass bench.models.base.Recommender")
+        if search_space is not None and not isinstance(search_space, dict):
+            raise DrbenchError(f"register_model('{name}', ...) in {where}: search_space must be a dict, got {search_space!r}")
+        known = _REGISTRY.get(name)
+        # The same class defined again (a plugin file imported anew after an edit) keeps its name; another class may not take it.
+        if known is not None and (known.model_class.__module__, known.model_class.__qualname__) != (model_class.__module__, model_class.__qualname__):
+            raise DrbenchError(f"model name '{name}' is registered twice: by {known.model_class.__module__}."
+                               f"{known.model_class.__qualname__} and by {where}; give one of them another name")
+        _REGISTRY[name] = ModelEntry(name, config_class, model_class, family_defaults or {}, search_space)
         return model_class
 
     return decorate
@@ -184,7 +202,8 @@ def model_names() -> list[str]:
 def model_entry(name: str) -> ModelEntry:
     _discover()
     if name not in _REGISTRY:
-        raise DrbenchError(f"unknown model '{name}'; registered models: {', '.join(sorted(_REGISTRY))}")
+        raise DrbenchError(f"unknown model '{name}'; registered models: {', '.join(sorted(_REGISTRY))} "
+                           "(a model of your own is loaded with --plugin FILE.py or a suite's plugins: key, see docs/plugins.md)")
     return _REGISTRY[name]
 
 

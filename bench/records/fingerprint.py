@@ -3,15 +3,17 @@
 A run folder's ``suite.json`` keeps a fingerprint: the suite's name and
 protocol, every dataset's source, checksum, preprocessing and split
 fingerprint, and every trial's model, hyperparameters and training
-settings (and, for ``--tune``, the search settings). ``--resume`` computes
+settings (and, for ``--tune``, the search settings), and the sha256 of
+every plugin's code (``bench.plugins``). ``--resume`` computes
 the fingerprint of what it is asked to run and refuses, naming the
 difference, when it is not the run's own: a run resumed with another suite
 file, another ``exclude_history`` or another dataset file would otherwise
 average two protocols into one mean. Resuming with fewer trials (``--models``,
 ``--seeds``) is fine; a trial the run does not have is not.
 
-Code versions are not part of it: resuming after a bug fix is allowed, and
-every trial record carries its own commit (``bench.provenance``).
+drbench's code version is not part of it: resuming after a bug fix is
+allowed, and every trial record carries its own commit (``bench.provenance``).
+A plugin's code is, because no commit records it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def run_fingerprint(suite, described: dict[str, dict], specs: list[dict], tuned:
         "trials": {spec["key"]: _plain({k: spec.get(k) for k in ("model", "params", "training", "steps_sweep")}) for spec in specs},
         "tuned": tuned,
         "tune": _plain(asdict(suite.tune)) if tuned else None,
+        # only when there are any, so that a run without plugins keeps the fingerprint it always had
+        **({"plugins": {plugin.module: plugin.sha256 for plugin in suite.plugins}} if suite.plugins else {}),
     }
 
 
@@ -65,6 +69,10 @@ def differences(recorded: dict, current: dict) -> list[str]:
         for key in sorted(set(before) | set(now)):
             if before.get(key, "<absent>") != now.get(key, "<absent>"):
                 found.append(f"{key}: run has {before.get(key, '<absent>')!r}, now {now.get(key, '<absent>')!r}")
+    before, now = recorded.get("plugins") or {}, current.get("plugins") or {}
+    for name in sorted(set(before) | set(now)):
+        if before.get(name) != now.get(name):
+            found.append(f"plugin {name}: run has {_code(before.get(name))}, now {_code(now.get(name))}")
     recorded_trials = recorded.get("trials", {})
     for key, config in current.get("trials", {}).items():
         if key not in recorded_trials:
@@ -75,6 +83,10 @@ def differences(recorded: dict, current: dict) -> list[str]:
             if before.get(name, "<absent>") != now.get(name, "<absent>"):
                 found.append(f"{key} {name}: run has {before.get(name, '<absent>')!r}, now {now.get(name, '<absent>')!r}")
     return found
+
+
+def _code(sha256: str | None) -> str:
+    return f"code sha256 {sha256[:12]}" if sha256 else "no such plugin"
 
 
 def check_resume(run, current: dict) -> None:

@@ -26,7 +26,8 @@ from bench.report.settings import ReportConfig
 from bench.report.tables import NOT_APPLICABLE, write_tables
 from bench.errors import DrbenchError
 from bench.records.fingerprint import check_comparable
-from bench.models.base import model_entry
+from bench.models.base import model_entry, model_names
+from bench.models.external import NO_LATENCY
 from bench.report.published import PublishedSource
 from bench.records.run_dir import RunDir
 from bench.report.significance import TEST_NAME, Comparison, compare_to_best_baseline, per_user_metric
@@ -65,8 +66,13 @@ class AccuracyTable:
 
 
 def is_baseline(model_type: str) -> bool:
-    """Models from the baselines/ package are the reference group of significance tests."""
-    return model_entry(model_type).model_class.__module__.startswith("baselines.")
+    """Models from the baselines/ package are the reference group of significance tests.
+
+    External predictions (``--score``, model type ``external``, in no registry) are not a baseline: they are
+    tested against the best one like any candidate.
+    """
+    # a plugin's model (docs/plugins.md) is a candidate, and --report rebuilds a run's tables without importing it
+    return model_type in model_names() and model_entry(model_type).model_class.__module__.startswith("baselines.")
 
 
 def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str]):
@@ -192,11 +198,13 @@ def provenance_sentence(frame: pd.DataFrame) -> str:
 def latency_sentence(frame: pd.DataFrame) -> str:
     """How the latency columns were measured, from the trials' own records."""
     methods = _distinct(frame, "latency_method")
+    external = list(dict.fromkeys(frame.loc[frame["latency"] == NO_LATENCY, "model"])) if "latency" in frame else []
+    untimed = f" Latency of {', '.join(external)}: {NO_LATENCY}." if external else ""
     if not methods:
-        return "Latency: not measured by this version of drbench (older records)."
+        return untimed.strip() or "Latency: not measured by this version of drbench (older records)."
     pending = int((frame.get("latency") == "pending").sum()) if "latency" in frame else 0
     text = "Latency: " + "; or ".join(methods) + "."
-    return text + (f" {pending} trial(s) not timed yet (resume the run to time them)." if pending else "")
+    return text + (f" {pending} trial(s) not timed yet (resume the run to time them)." if pending else "") + untimed
 
 
 def published_columns(table: AccuracyTable, published: tuple[PublishedSource, dict] | None, scale: float, dataset: str,
@@ -445,8 +453,9 @@ def write_report(run: RunDir) -> Path:
     out = run.path / "report"
     frame, steps = suite_order(run, write_tables(run)), run.steps_frame()
     check_comparable(frame)
-    if frame.empty:
-        atomic_write(out / "report.md", "# Report\n\nNo finished trials yet.\n")
+    if frame.empty or not (frame["status"] == "ok").any():
+        failed = f" ({len(frame)} failed: see trials.csv for their errors)" if not frame.empty else ""
+        atomic_write(out / "report.md", f"# Report of {run.path.name}\n\nNo successful trials yet{failed}.\n")
         return out
     table = accuracy_table(run, frame, config)
     source = load_source(config.published) if config.published else None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.checked import _type_ok, build_config, load_yaml
 from bench.errors import DrbenchError
+from bench.plugins import load_plugins, merged
 from bench.report.settings import ReportConfig, default_report_metrics
 from bench.run.spaces import search_space
 
@@ -193,9 +194,12 @@ class SuiteConfig:
     # dataset -> dataset used instead, with a notice, when the first one's files are absent
     # (lets a demo suite run on a fresh machine; never silent)
     fallbacks: dict = field(default_factory=dict)
+    # bench.plugins.Plugin: the user's model code, imported before the models are checked and by every trial's worker
+    plugins: list = field(default_factory=list)
 
 
-SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune", "report"}
+SUITE_KEYS = {"name", "description", "datasets", "seeds", "models", "protocol", "training", "resources", "fallbacks", "tune", "report",
+              "plugins"}
 MODEL_KEYS = {"model", "params", "training", "overrides", "steps_sweep", "datasets"}
 
 
@@ -218,7 +222,9 @@ def suite_path(name_or_file: str) -> Path:
     return candidate
 
 
-def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
+def parse_suite(raw: dict, source: str = "<dict>", folder: Path | None = None, plugins: list | None = None) -> SuiteConfig:
+    """A checked suite. ``plugins`` (already loaded, e.g. by ``--plugin``) come first; the suite's own ``plugins:``
+    files are read relative to ``folder``, the suite file's folder (default: the current folder)."""
     from bench.models.base import model_entry
 
     unknown = sorted(set(raw) - SUITE_KEYS)
@@ -227,6 +233,12 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     for required in ("name", "datasets", "models"):
         if required not in raw:
             raise DrbenchError(f"suite {source} is missing the required key '{required}'")
+    own_plugins = raw.get("plugins") or []
+    if not isinstance(own_plugins, list) or not all(isinstance(p, str) for p in own_plugins):
+        raise DrbenchError(f"plugins in suite {source} must be a list of .py files (relative to the suite file) or module names, "
+                           f"got {own_plugins!r}")
+    # the plugins register their models now: the models below are checked against their config dataclasses
+    plugins = merged(plugins or [], load_plugins(own_plugins, folder, where=f"suite {source}"))
     datasets = _require_list(raw["datasets"], "datasets", str)
     seeds = _require_list(raw.get("seeds", [0]), "seeds", int)
     if not isinstance(raw["models"], dict) or not raw["models"]:
@@ -279,7 +291,8 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
     report = _check_report(report, protocol, labels)
     for spec in models:
         _check_monitor_reachable(spec, protocol)
-        search_space(spec, sweep, set(TrainConfig.__dataclass_fields__))  # checks every space now, before anything runs
+        # every space there is, checked now, before anything runs; a model without one is refused by --tune only
+        search_space(spec, sweep, set(TrainConfig.__dataclass_fields__), required=False)
     return SuiteConfig(
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
@@ -293,6 +306,7 @@ def parse_suite(raw: dict, source: str = "<dict>") -> SuiteConfig:
         fallbacks=dict(fallbacks),
         tune=sweep,
         report=report,
+        plugins=plugins,
     )
 
 
@@ -340,6 +354,8 @@ def _check_steps_sweep(spec: ModelSpec, config_class: type, label: str) -> None:
             build_config(config_class, {**params, "steps": steps}, f"{where} (steps={steps})")
 
 
-def load_suite(name_or_file: str) -> SuiteConfig:
+def load_suite(name_or_file: str, plugins: list[str] | None = None) -> SuiteConfig:
+    """The suite, with ``plugins`` (files relative to the current folder, or module names: ``--plugin``) loaded first."""
     path = suite_path(name_or_file)
-    return parse_suite(load_yaml(path), source=str(path.name if path.parent == SUITES_DIR else path))
+    return parse_suite(load_yaml(path), source=str(path.name if path.parent == SUITES_DIR else path), folder=path.parent,
+                       plugins=load_plugins(plugins or []))

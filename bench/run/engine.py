@@ -44,7 +44,7 @@ def trial_specs(suite: SuiteConfig) -> list[dict]:
             for seed in suite.seeds:
                 specs.append(
                     make_trial_spec(dataset, spec.label, spec.model, seed, params, {**suite.training, **training}, suite.protocol,
-                                    spec.steps_sweep)
+                                    spec.steps_sweep, suite.plugins)
                 )
     return specs
 
@@ -74,7 +74,7 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dic
     splits, described = SplitsByLabel(), {}
     for name in suite.datasets:
         started = time.perf_counter()
-        preprocess = PreprocessConfig(min_rating=protocol.min_rating, dedup=protocol.dedup or default_dedup(name), core=protocol.core)
+        preprocess = preprocess_config(protocol, name)
         data = load_dataset(name, data_root, preprocess)
         label = dataset_label(name)  # resolved by load_dataset: a safe name for keys, files and tables
         split = make_split(data, protocol.split, protocol.temporal_quantile)
@@ -102,6 +102,11 @@ def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dic
                             "split": {"protocol": protocol.split, "users_evaluated": len(split.test),
                                       "users_not_evaluated": not_tested, **split.stats}}
     return splits, described
+
+
+def preprocess_config(protocol: ProtocolConfig, name: str) -> PreprocessConfig:
+    """How the suite's protocol preprocesses dataset ``name`` (``dedup`` unset: the source's default)."""
+    return PreprocessConfig(min_rating=protocol.min_rating, dedup=protocol.dedup or default_dedup(name), core=protocol.core)
 
 
 def preprocessing_line(step: dict) -> str:
@@ -193,7 +198,7 @@ class TrialSink:
     def trial_finished(self, record: dict, arrays: dict | None = None, model: bytes | None = None) -> None:
         """Write a finished (or failed) trial; its trained model waits in the run folder for the latency phase."""
         self.running.pop(record["key"], None)
-        if model:
+        if model and record.get("latency") == "pending":  # external predictions have no model to time
             self.run.save_pending_model(record["key"], model)  # before the record, which marks it pending
         self.run.write_trial(stamp(record, self.run), arrays)
         self.finished += 1

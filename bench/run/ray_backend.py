@@ -1,6 +1,7 @@
 """The Ray Tune back-end: a suite's trials as one grid of Tune trials, locally or on a cluster (``--address``).
 
-The driver ships the project to the workers as Ray's ``working_dir`` and
+The driver ships the project to the workers as Ray's ``working_dir``, the
+user's plugins as its ``py_modules`` (``bench.plugins``), and
 the splits through Ray's object store (``tune.with_parameters``); a
 finished trial's record, per-user arrays and trained model come back in its
 last reported result, so a cluster needs no shared file system. A Tune
@@ -17,11 +18,13 @@ import io
 import json
 import logging
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import DrbenchError
+from bench.plugins import import_plugins, ship_paths
 from bench.protocol.splits import Split
 from bench.records.run_dir import RunDir
 from bench.run.config import SuiteConfig
@@ -155,16 +158,20 @@ def make_callback(sink: TrialSink):
     return ReportToSink()
 
 
-def start_ray(address: str | None, debug: bool) -> None:
-    """Connect to (or start) Ray, shipping the project to the workers as the working_dir."""
+def start_ray(address: str | None, debug: bool, plugins=()) -> None:
+    """Connect to (or start) Ray, shipping the project to the workers as the working_dir and the plugins as py_modules."""
     import ray
 
+    runtime_env = {"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]}
+    if plugins:
+        # each file or package folder goes to every worker under the name the driver imported it by: no shared file system
+        runtime_env["py_modules"] = ship_paths(plugins)
     try:
         ray.init(
             # Without --address, a Ray of our own: "local" never joins another Ray already running on
             # this machine (address=None would, e.g. a second suite's, and stall when that one ends).
             address=address or "local",
-            runtime_env={"working_dir": str(ROOT), "excludes": ["/results/", "/.git/", "__pycache__/", "/.cache/", "*.pyc"]},
+            runtime_env=runtime_env,
             include_dashboard=False,
             logging_level=logging.INFO if debug else logging.ERROR,
             log_to_driver=debug,
@@ -192,7 +199,7 @@ class RayBackend:
     def session(self, suite: SuiteConfig):
         import ray
 
-        start_ray(self.address, self.debug)
+        start_ray(self.address, self.debug, suite.plugins)
         try:
             has_gpu = ray.cluster_resources().get("GPU", 0) > 0
             self.resources = {"cpu": suite.resources.cpus_per_trial, "gpu": suite.resources.gpus_per_trial if has_gpu else 0}
@@ -232,5 +239,12 @@ class RayBackend:
         import ray
 
         task = ray.remote(num_cpus=self.resources["cpu"], num_gpus=self.resources["gpu"],
-                          max_retries=suite.resources.max_retries)(latency_job)
-        return lambda payload, record, eval_set, threads: ray.get(task.remote(payload, record, eval_set, threads))
+                          max_retries=suite.resources.max_retries)(_latency_job_with_plugins)
+        plugins = [asdict(plugin) for plugin in suite.plugins]
+        return lambda payload, record, eval_set, threads: ray.get(task.remote(plugins, payload, record, eval_set, threads))
+
+
+def _latency_job_with_plugins(plugins: list[dict], payload: bytes, record: dict, eval_set, threads: int) -> dict:
+    """``latency_job`` on a worker that first imports the plugins: a plugin model's pickle names its module."""
+    import_plugins(plugins)
+    return latency_job(payload, record, eval_set, threads)

@@ -18,25 +18,34 @@ def default_spaces() -> dict[str, dict]:
         return yaml.safe_load(handle)
 
 
-def search_space(spec, sweep, training_fields: set[str]) -> dict[str, dict]:
+def search_space(spec, sweep, training_fields: set[str], required: bool = True) -> dict[str, dict] | None:
     """The flat search space of one model label ({"params.x" | "training.y": {sampler: args}}), checked.
 
-    ``spec`` is a suite's ``ModelSpec``, ``sweep`` its ``SweepConfig``;
-    ``training_fields`` the names of ``TrainConfig`` (passed in, so that the
-    suite format, which checks every space when a suite is read, can call
-    this without an import cycle).
+    The suite's ``tune.spaces.<label>``, else the space the model was
+    registered with (``register_model(..., search_space=...)``, how a plugin
+    brings one), else ``bench/spaces.yaml``. Without any: an error if
+    ``required`` (``--tune``), else None. ``spec`` is a suite's ``ModelSpec``,
+    ``sweep`` its ``SweepConfig``; ``training_fields`` the names of
+    ``TrainConfig`` (passed in, so that the suite format, which checks every
+    space when a suite is read, can call this without an import cycle).
     """
+    entry = model_entry(spec.model)
     if spec.label in sweep.spaces:
         space, where = sweep.spaces[spec.label] or {}, f"tune.spaces.{spec.label}"
+    elif entry.search_space is not None:
+        space, where = entry.search_space, f"search_space of model '{spec.model}' ({entry.model_class.__module__})"
     else:
         defaults = default_spaces()
         if spec.model not in defaults:
-            raise DrbenchError(f"model '{spec.model}' has no default search space in {SPACES_FILE.name}; add one there "
-                               f"or give the suite a tune.spaces.{spec.label} section")
+            if not required:
+                return None
+            raise DrbenchError(f"--tune: model '{spec.model}' has no search space; give the suite a tune.spaces.{spec.label} "
+                               f"section, register the model with register_model(..., search_space={{...}}), "
+                               f"or add one to bench/{SPACES_FILE.name}")
         space, where = defaults[spec.model] or {}, f"{SPACES_FILE.name}:{spec.model}"
     if not isinstance(space, dict):
         raise DrbenchError(f"{where} must map parameter names to samplers, got {space!r}")
-    config_fields = set(model_entry(spec.model).config_class.__dataclass_fields__)
+    config_fields = set(entry.config_class.__dataclass_fields__)
     training_fields = set(training_fields) - {"epochs", "eval_every", "patience", "max_minutes"}
     for key, sampler in space.items():
         group, _, name = str(key).partition(".")

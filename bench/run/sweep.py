@@ -47,14 +47,28 @@ def _sweep_trainable(config: dict, base_spec: dict, split: Split) -> None:
     spec = {**base_spec, "params": {**base_spec["params"], **config.get("params", {})},
             "training": {**base_spec["training"], **config.get("training", {})}}
 
+    reported = []
+
     def on_validation(record: dict) -> None:
+        reported.append(record["epoch"])
         tune.report({"epoch": record["epoch"], METRIC: record["best_valid"],
                      **{k: v for k, v in record.items() if k.startswith("valid_")}})
 
     try:
-        fit_trial(spec, split, on_validation)
+        _, summary, _ = fit_trial(spec, split, on_validation)
     except (TrialDiverged, DrbenchError) as error:  # a bad configuration is a bad score, not a broken sweep
         tune.report({METRIC: 0.0, "error": str(error)})
+        return
+    if reported:
+        return
+    # a model that validates without drbench's training loop (no on_validation calls: Pop, a plugin's item-kNN)
+    # has its rounds in its summary only; the search needs them reported
+    monitor, best = f"valid_{spec['protocol']['monitor']}", -math.inf
+    for record in summary.history:
+        best = max(best, record[monitor])
+        on_validation({**record, "best_valid": best})
+    if not summary.history:
+        tune.report({METRIC: 0.0, "error": f"model '{spec['model']}' returned no validation round from fit"})
 
 
 def _searcher(sweep: SweepConfig):
@@ -106,7 +120,7 @@ def run_one_sweep(suite: SuiteConfig, run: RunDir, split: Split, dataset: str, s
     params, training = spec.for_dataset(dataset)
     params = {**model_entry(spec.model).defaults_for(dataset_family(dataset)), **params}
     training = {**suite.training, **training}
-    base = make_trial_spec(dataset, spec.label, spec.model, sweep.seed, params, training, suite.protocol)
+    base = make_trial_spec(dataset, spec.label, spec.model, sweep.seed, params, training, suite.protocol, plugins=suite.plugins)
     atomic_write(folder / "space.json", json.dumps(space, indent=2) + "\n")
     if not space:
         best = {"params": params, "training": training, METRIC: None, "configurations": 0, "note": "nothing to tune"}
@@ -160,6 +174,12 @@ def run_one_sweep(suite: SuiteConfig, run: RunDir, split: Split, dataset: str, s
     return best
 
 
+def check_spaces(suite: SuiteConfig) -> None:
+    """Every model of the suite has a search space (``--tune`` calls this before it makes a run folder)."""
+    for spec in suite.models:
+        search_space(spec, suite.tune, set(TrainConfig.__dataclass_fields__))
+
+
 def tuned_specs(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], address: str | None, debug: bool,
                 resume: bool, echo=print) -> list[dict]:
     """Run (or finish) every search of the suite; returns the retraining grid: best configuration x seeds."""
@@ -172,14 +192,14 @@ def tuned_specs(suite: SuiteConfig, run: RunDir, splits: dict[str, Split], addre
     echo(f"searching {len(searches)} model x dataset pair(s): {suite.tune.search} search, {suite.tune.scheduler} scheduler, "
          f"{suite.tune.num_samples} configurations each" + (f", at most {suite.tune.time_budget_min:g} min each" if suite.tune.time_budget_min else ""))
     specs = []
-    start_ray(address, debug)
+    start_ray(address, debug, suite.plugins)
     try:
         for index, (dataset, spec) in enumerate(searches, 1):
             echo(f"[search {index}/{len(searches)}] {dataset} {spec.label}")
             best = run_one_sweep(suite, run, splits[dataset], dataset, spec, resume, echo)
             for seed in seeds:
                 specs.append(make_trial_spec(dataset, spec.label, spec.model, seed, best["params"], best["training"],
-                                             suite.protocol, spec.steps_sweep))
+                                             suite.protocol, spec.steps_sweep, plugins=suite.plugins))
     finally:
         ray.shutdown()
     return specs

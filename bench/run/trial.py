@@ -21,6 +21,8 @@ from bench.errors import DrbenchError
 from bench.protocol.evaluation import evaluate, generates_lists
 from bench.protocol.latency import timed_record
 from bench.models.base import build_model, model_entry
+from bench.models.external import EXTERNAL, NO_LATENCY, ExternalLists, ExternalListsConfig, decode_lists
+from bench.plugins import import_plugins
 from bench.provenance import environment
 from bench.protocol.splits import Split
 from bench.run.trainer import Trainer
@@ -36,11 +38,12 @@ def trial_key(dataset: str, label: str, seed: int) -> str:
 
 
 def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dict, training: dict, protocol: ProtocolConfig,
-                    steps_sweep: list[int] | tuple[int, ...] = ()) -> dict:
+                    steps_sweep: list[int] | tuple[int, ...] = (), plugins=()) -> dict:
     """A JSON-serialisable description of one trial.
 
     ``dataset`` (the key of the splits, the name in tables) is the dataset's label;
-    ``dataset_spec`` is the name or ``csv:``/``seq:`` spec the suite gave.
+    ``dataset_spec`` is the name or ``csv:``/``seq:`` spec the suite gave;
+    ``plugins`` (``bench.plugins.Plugin``) are imported by the trial's process before its model is built.
     """
     from bench.data.registry import dataset_label
 
@@ -55,6 +58,7 @@ def make_trial_spec(dataset: str, label: str, model: str, seed: int, params: dic
         "training": training,
         "protocol": asdict(protocol),
         "steps_sweep": list(steps_sweep),
+        "plugins": [asdict(plugin) for plugin in plugins],
     }
 
 
@@ -76,13 +80,12 @@ def fit_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
 
     Returns (model, summary, fit_seconds). Hyperparameter sweeps stop here.
     """
+    import_plugins(spec.get("plugins", ()))  # on a Ray worker, the user's model registers itself here
     protocol = build_config(ProtocolConfig, spec["protocol"], "protocol")
     training = build_config(TrainConfig, spec["training"], "training")
-    entry = model_entry(spec["model"])
-    params = build_config(entry.config_class, spec["params"], f"models.{spec['label']}.params")
     seed_everything(spec["seed"])
     device = pick_device()
-    model = build_model(spec["model"], params, split.n_items).to(device)
+    model = _spec_model(spec, split).to(device)
     if model.needs_item_text:
         if split.item_text is None:
             raise DrbenchError(f"model '{spec['label']}' reads item texts, but dataset '{spec['dataset']}' came without any: {NO_TEXT_FIX}")
@@ -96,6 +99,16 @@ def fit_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | 
     started = time.perf_counter()
     summary = model.fit(split.train, trainer, validate)
     return model, summary, time.perf_counter() - started
+
+
+def _spec_model(spec: dict, split: Split):
+    """The spec's model from the registry; an ``--score`` trial's model replays the lists its spec carries."""
+    if spec["model"] == EXTERNAL:
+        config = build_config(ExternalListsConfig, spec["params"], f"models.{spec['label']}.params")
+        return ExternalLists(config, split.n_items, decode_lists(spec["lists"]), split.test.histories)
+    entry = model_entry(spec["model"])
+    params = build_config(entry.config_class, spec["params"], f"models.{spec['label']}.params")
+    return build_model(spec["model"], params, split.n_items)
 
 
 def run_trial(spec: dict, split: Split, on_validation: Callable[[dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -156,7 +169,7 @@ def train_and_test(spec: dict, split: Split, on_validation: Callable[[dict], Non
         "epoch_time_s": summary.epoch_time_s,
         "num_parameters": model.num_parameters(),
         **model.report(),
-        "latency": "pending",
+        "latency": NO_LATENCY if spec["model"] == EXTERNAL else "pending",
         **environment(device),
         "inference_steps": model.inference_steps,
         "steps_sweep": sweep,

@@ -9,7 +9,7 @@ import pytest
 import bench.data.registry as registry
 from bench.errors import DrbenchError
 from bench.data import PreprocessConfig, dataset_stats, download, load_dataset, preprocess, resolve_data_root, synthetic_dataset
-from bench.data.registry import DatasetEntry, Official, Source
+from bench.data.cards import DatasetEntry, Official, Source
 from tests.conftest import FIXTURES, MIRROR
 
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason="dataset mirror ../shared/data not present")

@@ -63,6 +63,16 @@ COVERED: dict[str, tuple[str, ...]] = {
     'python run_bench.py --suite smoke --datasets "csv:log.csv?user=uid&item=iid&time=ts"': (
         "tests/test_datasets.py::test_csv_with_configurable_columns",
     ),
+    'python run_bench.py --suite smoke --datasets "recbole:shop/shop.inter"': (
+        "tests/data/test_own_data_runs.py::test_a_recbole_file_runs_by_its_spec_like_a_csv_file",
+    ),
+    "python run_bench.py --suite smoke --dataset-card my-shop.yaml --datasets my-shop": (
+        "tests/data/test_own_data_runs.py::test_a_card_outside_the_repository_runs_and_is_recorded_without_machine_paths",
+    ),
+    "python run_bench.py --suite smoke --dataset-card my-shop.yaml --datasets my-shop --resume": (
+        "tests/data/test_own_data_runs.py::test_resume_needs_the_card_again_and_then_has_nothing_to_do",
+        "tests/data/test_own_data_runs.py::test_resume_refuses_a_card_that_changes_the_data_and_accepts_one_that_only_changes_words",
+    ),
     "python run_bench.py --suite baselines --tune": (
         "tests/test_sweep.py::test_sweep_on_ml100k_retrains_the_best_configuration_with_every_seed_and_resumes",
     ),
@@ -79,6 +89,31 @@ COVERED: dict[str, tuple[str, ...]] = {
     "python run_bench.py --suite smoke --resume results/smoke/<run-id>": (
         "tests/test_fingerprint.py::test_resume_with_the_same_settings_continues_the_run",
         "tests/test_tune_runner.py::test_sigkill_mid_trial_then_resume_finishes_every_trial_exactly_once",
+    ),
+    "python run_bench.py --suite examples/item_knn.yaml": (
+        "tests/examples/test_item_knn.py::test_the_example_runs_through_ray_from_a_folder_outside_the_repository",
+        "tests/examples/test_item_knn.py::test_the_example_suite_names_its_plugin_relative_to_itself_and_falls_back_to_synthetic",
+    ),
+    "python run_bench.py --suite my-suite.yaml --plugin my_model.py": (
+        "tests/test_plugins.py::test_a_run_records_its_plugins_without_machine_paths_and_resume_refuses_a_changed_plugin",
+    ),
+    "python run_bench.py --suite my-suite.yaml --plugin my_model.py --resume": (
+        "tests/test_plugins.py::test_a_run_records_its_plugins_without_machine_paths_and_resume_refuses_a_changed_plugin",
+    ),
+    "python run_bench.py --suite smoke --datasets ml-100k --export-split my-split": (
+        "tests/run/test_external.py::test_from_a_folder_outside_the_repository_through_ray_to_the_report",
+        "tests/run/test_external.py::test_export_refuses_a_folder_holding_something_else_and_rewrites_its_own",
+    ),
+    "python my_popularity.py my-split pop.tsv": (
+        "tests/run/test_external.py::test_from_a_folder_outside_the_repository_through_ray_to_the_report",
+    ),
+    "python run_bench.py --suite smoke --datasets ml-100k --score pop.tsv --label my-pop": (
+        "tests/run/test_external.py::test_from_a_folder_outside_the_repository_through_ray_to_the_report",
+        "tests/run/test_external.py::test_a_bad_file_is_one_line_exit_2_and_nothing_written",
+    ),
+    "python run_bench.py --suite smoke --datasets ml-100k --score pop.tsv --label my-pop --resume results/smoke/<run-id>": (
+        "tests/run/test_external.py::test_scored_popularity_lists_get_exactly_the_harness_pops_metrics",
+        "tests/run/test_external.py::test_a_run_of_another_protocol_is_refused",
     ),
 }
 

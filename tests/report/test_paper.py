@@ -133,6 +133,14 @@ def test_write_report_writes_tables_and_figures(run):
     assert pd.read_csv(out / "accuracy.csv")["significant"].any()
 
 
+def test_a_run_whose_every_trial_failed_gets_a_report_that_says_so(tmp_path):
+    run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "models": [{"label": "broken"}]}})
+    run.write_trial({"key": "toy__broken__seed0", "dataset": "toy", "model": "broken", "model_type": "sasrec", "seed": 0,
+                     "status": "failed", "error": "training loss became nan"})
+    report = (write_report(run) / "report.md").read_text()
+    assert "No successful trials yet (1 failed" in report
+
+
 def test_metrics_a_generator_did_not_measure_read_not_applicable_never_placed_or_tested(tmp_path):
     # diffsasrec generates 10-item lists (HR@20 not measured), tiger 5-item lists (nothing at K = 10, 20 measured)
     rng = np.random.default_rng(1)

@@ -300,6 +300,24 @@ def test_ray_cluster_an_exception_inside_the_model_fails_fast_without_a_retry(lo
     assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[1/1"], out
 
 
+@pytest.mark.ray_cluster
+@pytest.mark.usefixtures("plugin_sandbox")
+def test_ray_cluster_a_plugin_model_trains_and_is_timed_on_the_cluster(loopback_cluster, tmp_path, monkeypatch):
+    import shutil
+
+    plugin = tmp_path / "my-code" / "item_knn.py"
+    plugin.parent.mkdir()
+    shutil.copy(REPO_ROOT / "examples" / "item_knn.py", plugin)
+    suite = RETRY_SUITE.format(name="plugged", resources="{}", models="  pop: {model: pop}\n  item-knn: {model: item_knn}")
+    failed, lines, run, killed, starts = run_on_cluster(loopback_cluster, tmp_path, monkeypatch, suite + f"plugins: ['{plugin}']\n")
+    out = "\n".join(lines)
+    assert failed == 0, out
+    assert "running 2 trials on Ray (2 CPUs" in out  # both nodes of the cluster
+    record = trial_records(run)["synthetic__item-knn__seed0"]
+    assert record["status"] == "ok" and record["test_ndcg@10"] > 0.3
+    assert record["latency"] == "measured alone"  # a Ray task read the trained model back: it imported the plugin first
+
+
 @pytest.mark.parametrize("value, ok", [(None, True), (0, True), (3, True), (-1, False)])
 def test_resources_max_retries_defaults_to_one_and_must_not_be_negative(value, ok):
     from bench.run.config import ResourcesConfig, build_config

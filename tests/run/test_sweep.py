@@ -68,6 +68,17 @@ def test_search_trainable_reports_validation_rounds_and_never_touches_the_test_s
     assert reports[-1]["best_valid"] == max(r["valid_ndcg@10"] for r in reports)
 
 
+def test_a_model_that_validates_without_the_training_loop_reports_its_rounds_to_the_search(monkeypatch):
+    # Pop, or a plugin's model without a training loop (examples/item_knn.py), validates in its own fit
+    split = make_split(synthetic_dataset(n_users=100), "loo")
+    base = make_trial_spec("synthetic", "p", "pop", 0, {}, {"epochs": 1}, ProtocolConfig())
+    reports = []
+    monkeypatch.setattr("ray.tune.report", lambda metrics: reports.append(metrics))
+    sweep_module._sweep_trainable({}, base_spec=base, split=split)
+    assert [r["epoch"] for r in reports] == [1]
+    assert reports[0]["best_valid"] == reports[0]["valid_ndcg@10"] > 0
+
+
 def test_a_diverging_configuration_scores_zero_instead_of_breaking_the_search(monkeypatch):
     split = make_split(synthetic_dataset(n_users=100), "loo")
     base = make_trial_spec("synthetic", "s", "sasrec", 0, {"max_len": 20, "hidden_size": 8, "n_blocks": 1},
