@@ -59,10 +59,10 @@ def neural(name, **config):
     return perturbed(build_model(name, settings, N_ITEMS))
 
 
-def pop():
+def counted(name="pop"):
     rng = np.random.default_rng(0)
     train = Sequences.from_lists([rng.integers(1, N_ITEMS + 1, int(rng.integers(1, 12))).tolist() for _ in range(40)])
-    model = build_model("pop", model_entry("pop").config_class(), N_ITEMS)
+    model = build_model(name, model_entry(name).config_class(), N_ITEMS)
     model.fit(train, None, lambda fitted: {})
     return model.eval()
 
@@ -82,7 +82,8 @@ TRANSFORMER = {"max_len": MAX_LEN, "hidden_size": 16, "n_blocks": 2, "n_heads": 
 
 # case id -> builder of an eval-mode model; every registered model has at least one case
 CASES = {
-    "pop": pop,
+    "pop": counted,
+    "markov": lambda: counted("markov"),
     "gru4rec": lambda: neural("gru4rec", max_len=MAX_LEN, hidden_size=16, n_layers=2, embedding_dropout=0.0),
     "sasrec": lambda: neural("sasrec", **TRANSFORMER),
     "bert4rec": lambda: neural("bert4rec", **TRANSFORMER),
