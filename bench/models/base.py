@@ -27,14 +27,25 @@ from bench.models.batching import Batching
 MODEL_PACKAGES = ("baselines", "diffusion")
 
 
+CAPS = ("epoch cap", "time budget")  # stop reasons that leave a trial not converged
+
+
 @dataclass
 class FitSummary:
     epochs_run: int = 0
     best_epoch: int = 0
     train_time_s: float = 0.0
     epoch_time_s: float = 0.0
-    stopped_early: bool = False
+    # why training ended: "patience" (validation stopped improving), "epoch cap" (ran every allowed epoch),
+    # "time budget" (training.max_minutes), "fitted" (no iterative training: Pop, Markov) or "elsewhere"
+    # (ranked lists scored with --score)
+    stop_reason: str = "fitted"
     history: list[dict] = field(default_factory=list)  # one entry per validation round
+
+    @property
+    def converged(self) -> bool:
+        """False where training was cut by a safety cap (epochs or minutes) before validation stopped improving."""
+        return self.stop_reason not in CAPS
 
     def followed_by(self, stage: "FitSummary", name: str, improved: bool) -> "FitSummary":
         """This summary extended by a later training stage; epochs of the stage continue the count.
@@ -52,7 +63,8 @@ class FitSummary:
             best_epoch=stage.best_epoch + offset if improved else self.best_epoch,
             train_time_s=train_time,
             epoch_time_s=train_time / max(epochs, 1),
-            stopped_early=stage.stopped_early,
+            # a stage that hit a cap leaves the whole fit unconverged, whatever a later stage did
+            stop_reason=self.stop_reason if not self.converged else stage.stop_reason,
             history=history,
         )
 

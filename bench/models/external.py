@@ -72,7 +72,7 @@ class ExternalLists(Recommender):
 
     def fit(self, train, trainer, validate) -> FitSummary:
         # nothing to learn, and no validation lists were given: no curve, and no training time to report
-        return FitSummary(train_time_s=float("nan"), epoch_time_s=float("nan"))
+        return FitSummary(train_time_s=float("nan"), epoch_time_s=float("nan"), stop_reason="elsewhere")
 
     def generate(self, histories: torch.Tensor, k: int, exclude_seen: bool = False) -> torch.Tensor:
         out = np.zeros((len(histories), min(k, self.lists.shape[1])), dtype=np.int64)

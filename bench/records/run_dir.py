@@ -130,6 +130,11 @@ class RunDir:
         rows = []
         for record in self.records():
             row = {k: v for k, v in record.items() if k not in ("history", "steps_sweep")}
+            if "stopped_early" in row and "converged" not in record:
+                # a record from before stop reasons: not stopping early meant every epoch ran (the epoch cap);
+                # stopping early was patience or the time budget, which it did not tell apart
+                if not row.pop("stopped_early"):
+                    row.update(stop_reason="epoch cap", converged=False)
             for nested in ("params", "training", "protocol"):
                 if isinstance(row.get(nested), dict):
                     row[nested] = json.dumps(row[nested], sort_keys=True)

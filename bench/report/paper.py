@@ -23,7 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.report.settings import ReportConfig
-from bench.report.tables import NOT_APPLICABLE, write_tables
+from bench.report.tables import NOT_APPLICABLE, NOT_CONVERGED, NOT_CONVERGED_NOTE, not_converged, write_tables
 from bench.errors import DrbenchError
 from bench.records.fingerprint import check_comparable
 from bench.models.base import model_entry, model_names
@@ -48,6 +48,7 @@ class Cell:
     place: int = 0  # 1 = best mean of its column, 2 = second, 0 = neither
     significant: bool = False
     p_holm: float = float("nan")
+    not_converged: int = 0  # seeds whose training a safety cap cut short
 
 
 @dataclass
@@ -109,7 +110,8 @@ def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> Ac
     for (dataset, model), group in ok.groupby(["dataset", "model"], sort=False):
         for metric in metrics:
             values = group[f"test_{metric}"].astype(float)
-            cells[(dataset, model, metric)] = Cell(values.mean(), values.std(ddof=1) if len(values) > 1 else float("nan"), len(values))
+            cells[(dataset, model, metric)] = Cell(values.mean(), values.std(ddof=1) if len(values) > 1 else float("nan"), len(values),
+                                                   not_converged=not_converged(group))
     for dataset in datasets:
         for metric in metrics:
             column = {m: cells[(dataset, m, metric)].mean for m in models
@@ -142,7 +144,7 @@ def _cell_markdown(cell: Cell | None, scale: float) -> str:
     text = f"**{text}**" if cell.place == 1 else f"<u>{text}</u>" if cell.place == 2 else text
     if not np.isnan(cell.std):
         text += f" ± {_number(cell.std, scale)}"
-    return text + (" †" if cell.significant else "")
+    return text + (" †" if cell.significant else "") + (f" {NOT_CONVERGED}" if cell.not_converged else "")
 
 
 def _cell_latex(cell: Cell | None, scale: float) -> str:
@@ -154,7 +156,7 @@ def _cell_latex(cell: Cell | None, scale: float) -> str:
     text = rf"\textbf{{{text}}}" if cell.place == 1 else rf"\underline{{{text}}}" if cell.place == 2 else text
     if not np.isnan(cell.std):
         text += rf"{{\scriptsize$\pm${_number(cell.std, scale)}}}"
-    return text + (r"$^\dagger$" if cell.significant else "")
+    return text + (r"$^\dagger$" if cell.significant else "") + (r"$^\ddagger$" if cell.not_converged else "")
 
 
 def caption(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
@@ -171,6 +173,8 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
     if published is not None and config.layout == "metrics_as_rows":
         text += (f" (paper) columns: published by {published[0].citation} gap = (measured − published) / published;"
                  " – where the source reports no value.")
+    if any(c.not_converged for c in table.cells.values()):
+        text += f" {NOT_CONVERGED_NOTE}."
     if table.provenance:
         text += " " + table.provenance
     return text
@@ -255,7 +259,7 @@ def _latex_escape(text: str) -> str:
     return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "×": r"$\times$", "–": "--"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "×": r"$\times$", "–": "--"}
 
 
 def _latex_text(text: str) -> str:
@@ -302,7 +306,7 @@ def accuracy_frame(table: AccuracyTable) -> pd.DataFrame:
         rows.append({"dataset": dataset, "model": model, "metric": metric, "mean": cell.mean, "std": cell.std,
                      "seeds": cell.n_seeds, "place": cell.place, "baseline": model in table.baselines,
                      "compared_to": comparison.reference if comparison else "", "p_value": comparison.p_value if comparison else np.nan,
-                     "p_holm": cell.p_holm, "significant": cell.significant})
+                     "p_holm": cell.p_holm, "significant": cell.significant, "not_converged_seeds": cell.not_converged})
     return pd.DataFrame(rows)
 
 

@@ -19,6 +19,19 @@ def _header(column: str) -> str:
 
 
 NOT_APPLICABLE = "n/a"  # a metric at a K beyond the model's generated list: that cell has no value to measure
+NOT_CONVERGED = "‡"  # beside a model: a seed's training was cut by a safety cap (epochs or minutes)
+NOT_CONVERGED_NOTE = (f"{NOT_CONVERGED} = not converged: training of at least one seed ended at a safety cap (training.epochs or "
+                      "max_minutes) before its patience ran out (stop_reason in trials.csv)")
+
+
+def not_converged(trials: pd.DataFrame) -> int:
+    """How many of these trials were cut by a safety cap (records before stop reasons count as converged)."""
+    return int((trials["converged"] == False).sum()) if "converged" in trials else 0  # noqa: E712 (NaN: unknown)
+
+
+def model_label(model: str, trials: pd.DataFrame) -> str:
+    """The model's name, marked where any of its trials did not converge."""
+    return f"{model} {NOT_CONVERGED}" if not_converged(trials) else model
 
 
 def _mean_std(values: pd.Series, digits: int = 4) -> str:
@@ -49,7 +62,7 @@ def dataset_table(frame: pd.DataFrame, mark_best=lambda cell: f"**{cell}**") -> 
     best = {c: means[c].max() for c in columns}
     rows = []
     for model, group in grouped:
-        row = [model, str(len(group))]
+        row = [model_label(model, group), str(len(group))]
         for column in columns:
             cell = _mean_std(group[column])
             # NaN means (not measured) are never best, and a column needs two measured models to have one
@@ -112,7 +125,8 @@ def results_markdown(frame: pd.DataFrame, title: str = "Results", terminal: bool
             lines += [f"### {dataset}: quality and latency per number of denoising steps (one training run each)", "", table, ""]
     best = "marked *" if terminal else "in bold"
     lines.append(f"Test metrics of the checkpoint with the best validation score; mean ± sample std over seeds; best mean {best}; "
-                 f"{NOT_APPLICABLE} = not applicable (K beyond the model's generated list); – = not measured.")
+                 f"{NOT_APPLICABLE} = not applicable (K beyond the model's generated list); – = not measured"
+                 + (f"; {NOT_CONVERGED_NOTE}." if not_converged(frame[frame["status"] == "ok"]) else "."))
     return "\n".join(lines) + "\n"
 
 

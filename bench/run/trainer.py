@@ -117,9 +117,14 @@ class Trainer:
                 rounds_without_gain += 1
             record["best_valid"] = kept_score  # the monitor at the checkpoint kept so far
             self.on_validation(record)
-            if rounds_without_gain > config.patience or out_of_time:
-                summary.stopped_early = True
+            if rounds_without_gain > config.patience:
+                summary.stop_reason = "patience"
                 break
+            if out_of_time:
+                summary.stop_reason = "time budget"
+                break
+        else:
+            summary.stop_reason = "epoch cap"
         if best_state is not None:
             model.load_state_dict(best_state)
         summary.train_time_s = train_seconds

@@ -4,6 +4,7 @@ import os
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bench.files as files
@@ -100,3 +101,17 @@ def test_metrics_beyond_a_generated_list_read_not_applicable_in_the_results_tabl
     assert gen.split("|")[3].strip() == "**0.3000**" and gen.split("|")[4].strip() == "n/a" and "nan" not in markdown.lower()
     assert pop.split("|")[4].strip() == "0.2000"  # the only measured NDCG@20: not marked best
     assert "n/a = not applicable (K beyond the model's generated list)" in markdown
+
+
+def test_a_record_from_before_stop_reasons_that_ran_every_epoch_reads_as_the_epoch_cap(tmp_path):
+    from bench.records.run_dir import RunDir
+
+    run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "models": []}})
+    base = {"dataset": "toy", "model": "m", "seed": 0, "status": "ok"}
+    run.write_trial(base | {"key": "a", "stopped_early": False}, None)
+    run.write_trial(base | {"key": "b", "stopped_early": True}, None)  # patience or time budget: not told apart
+    run.write_trial(base | {"key": "c", "stop_reason": "patience", "converged": True}, None)
+    frame = run.trials_frame().set_index("key")
+    assert frame.loc["a", "stop_reason"] == "epoch cap" and frame.loc["a", "converged"] == False  # noqa: E712
+    assert pd.isna(frame.loc["b", "converged"]) and frame.loc["c", "converged"] == True  # noqa: E712
+    assert "stopped_early" not in frame

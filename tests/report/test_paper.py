@@ -1,5 +1,6 @@
 """Paper tables from a hand-made run directory (no training): placement marks, daggers, efficiency, published gaps."""
 
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,3 +177,18 @@ def test_metrics_a_generator_did_not_measure_read_not_applicable_never_placed_or
     out = write_report(run)  # figures and every table cope with unmeasured cells
     assert (out / "metrics.png").is_file() and (out / "pareto.png").is_file()
     assert "nan" not in (out / "accuracy.md").read_text().lower()
+
+
+def test_a_cell_whose_seeds_hit_the_epoch_cap_is_flagged_in_every_rendering(run):
+    path = run.path / "trials" / "toy__diffurec__seed1.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(record | {"stop_reason": "epoch cap", "converged": False}))
+    config = ReportConfig(metrics=["hr@10", "ndcg@10"])
+    table = accuracy_table(run, run.trials_frame(), config)
+    assert table.cell("toy", "diffurec", "ndcg@10").not_converged == 1 and table.cell("toy", "sasrec", "ndcg@10").not_converged == 0
+    markdown = accuracy_markdown(table, config)
+    assert next(line for line in markdown.splitlines() if line.startswith("| diffurec")).count("‡") == 2
+    assert "‡" not in next(line for line in markdown.splitlines() if line.startswith("| sasrec"))
+    assert "not converged" in caption(table, config)
+    assert r"$^\ddagger$" in accuracy_latex(table, config)
+    assert accuracy_frame(table).groupby("model")["not_converged_seeds"].max().to_dict() == {"diffurec": 1, "pop": 0, "sasrec": 0}

@@ -19,3 +19,14 @@ def test_a_metric_beyond_a_generated_list_reads_not_applicable_and_a_failed_tria
     assert next(line for line in lines if line.startswith("| sasrec")).split("|")[5].strip() == "0.3050 ± 0.0071"
     assert any(line.startswith("| broken (seed 0: failed)") for line in lines)
     assert "n/a = not applicable (K beyond the model's generated list)" in lines[-1]
+
+
+def test_a_model_with_a_seed_cut_by_a_safety_cap_is_marked_not_converged_and_the_note_says_why():
+    rows = [_row("sasrec", 0, 0.3) | {"converged": True}, _row("sasrec", 1, 0.3) | {"converged": True},
+            _row("diffurec", 0, 0.3) | {"converged": True}, _row("diffurec", 1, 0.3) | {"converged": False},
+            _row("old", 0, 0.3)]  # a record from before stop reasons: unknown, not flagged
+    lines = results_markdown(pd.DataFrame(rows)).splitlines()
+    assert any(line.startswith("| diffurec ‡ ") for line in lines)
+    assert any(line.startswith("| sasrec ") and "‡" not in line for line in lines)
+    assert "‡ = not converged" in lines[-1] and "stop_reason" in lines[-1]
+    assert "‡" not in results_markdown(pd.DataFrame(rows[:3])).splitlines()[-1]  # no flagged trial, no note

@@ -43,19 +43,19 @@ def test_budget_stops_after_the_epoch_that_spends_it_and_later_stages_share_it(m
 
     first = trainer.fit(model, None, validate)
     # minutes 1, 2, 3 are inside the budget; epoch 4 ends at minute 4, past it, and is validated although 4 % 5 != 0
-    assert first.epochs_run == 4 and first.stopped_early
+    assert first.epochs_run == 4 and first.stop_reason == "time budget" and not first.converged
     assert [h["epoch"] for h in first.history] == [4]
 
     second = trainer.with_epochs(10).fit(model, None, validate)
-    assert second.epochs_run == 1 and second.stopped_early  # the budget is spent: one epoch, then stop
+    assert second.epochs_run == 1 and second.stop_reason == "time budget"  # the budget is spent: one epoch, then stop
 
 
-def test_without_a_budget_all_epochs_run(monkeypatch):
+def test_without_a_budget_all_epochs_run_and_the_epoch_cap_leaves_the_fit_unconverged(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(trainer_module.time, "monotonic", clock)
     summary = Trainer(TrainConfig(epochs=6, batch_size=1, lr=0.1, eval_every=3, patience=100), "ndcg@10", "cpu", 0).fit(
         OneBatchModel(clock), None, lambda m: {"ndcg@10": m.weight.item()})
-    assert summary.epochs_run == 6 and not summary.stopped_early
+    assert summary.epochs_run == 6 and summary.stop_reason == "epoch cap" and not summary.converged
     assert [h["epoch"] for h in summary.history] == [3, 6]
 
 
@@ -127,7 +127,7 @@ def test_the_checkpoint_rule_decides_the_kept_epoch_and_the_patience(rule, best_
               {"ndcg@10": 0.1, "hr@10": 0.1}, {"ndcg@10": 0.1, "hr@10": 0.1}, {"ndcg@10": 0.1, "hr@10": 0.1}]
     config = TrainConfig(epochs=10, batch_size=3, patience=2, checkpoint=rule)
     summary = Trainer(config, "ndcg@10", "cpu", 0).fit(LrModel(), None, ScriptedValidation(rounds))
-    assert (summary.best_epoch, summary.epochs_run, summary.stopped_early) == (best_epoch, epochs_run, True)
+    assert (summary.best_epoch, summary.epochs_run, summary.stop_reason, summary.converged) == (best_epoch, epochs_run, "patience", True)
     kept = rounds[best_epoch - 1]["ndcg@10"]
     assert summary.history[-1]["best_valid"] == kept  # the monitor at the kept checkpoint, not the best seen
 
@@ -148,3 +148,18 @@ def test_a_step_schedule_multiplies_the_learning_rate_every_n_epochs(monkeypatch
         TrainConfig(lr_step_factor=0.0).validate()
     with pytest.raises(DrbenchError, match="training.checkpoint must be one of monitor, any_metric"):
         TrainConfig(checkpoint="last").validate()
+
+
+def test_patience_running_out_at_the_last_allowed_epoch_is_convergence_not_the_cap():
+    rounds = [{"ndcg@10": 0.3}, {"ndcg@10": 0.2}, {"ndcg@10": 0.1}]  # patience 1: the third round ends it, also the last epoch
+    summary = Trainer(TrainConfig(epochs=3, batch_size=3, patience=1), "ndcg@10", "cpu", 0).fit(LrModel(), None, ScriptedValidation(rounds))
+    assert (summary.epochs_run, summary.stop_reason, summary.converged) == (3, "patience", True)
+
+
+@pytest.mark.parametrize("first, second, combined", [("patience", "epoch cap", "epoch cap"), ("epoch cap", "patience", "epoch cap"),
+                                                     ("time budget", "patience", "time budget"), ("patience", "patience", "patience")])
+def test_a_fit_in_stages_is_converged_only_if_no_stage_hit_a_cap(first, second, combined):
+    from bench.models.base import FitSummary
+
+    fit = FitSummary(epochs_run=5, stop_reason=first).followed_by(FitSummary(epochs_run=2, stop_reason=second), "sft", improved=True)
+    assert fit.stop_reason == combined and fit.converged == (combined == "patience")
