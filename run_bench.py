@@ -152,7 +152,7 @@ def command_suite(args) -> int:
     from dataclasses import asdict
 
     from bench.run.config import load_suite
-    from bench.records.fingerprint import check_resume, run_fingerprint
+    from bench.records.fingerprint import check_resume, extend_with_new_seeds, run_fingerprint
     from bench.run.latency_phase import pending_latency
     from bench.provenance import code_version, environment
     from bench.run.trial import pick_device
@@ -189,6 +189,9 @@ def command_suite(args) -> int:
             print(terminal_table(write_tables(run), run.steps_frame()))
             print_report(run)
             return 0
+        added = extend_with_new_seeds(run, fingerprint)
+        if added:
+            print(f"adding {len(added)} trial(s) of new seeds to {run.path}")
         run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
     if run is None:
         # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)

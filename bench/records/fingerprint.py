@@ -9,7 +9,10 @@ the fingerprint of what it is asked to run and refuses, naming the
 difference, when it is not the run's own: a run resumed with another suite
 file, another ``exclude_history`` or another dataset file would otherwise
 average two protocols into one mean. Resuming with fewer trials (``--models``,
-``--seeds``) is fine; a trial the run does not have is not.
+``--seeds``) is fine, and so is resuming with more seeds of the run's own
+models (a suite run in parts: ``--seeds 0``, later ``--seeds 1 2``), as long
+as each new seed's settings are those of the run's trial with another seed;
+any other trial the run does not have is refused.
 
 drbench's code version is not part of it: resuming after a bug fix is
 allowed, and every trial record carries its own commit (``bench.provenance``).
@@ -75,14 +78,32 @@ def differences(recorded: dict, current: dict) -> list[str]:
             found.append(f"plugin {name}: run has {_code(before.get(name))}, now {_code(now.get(name))}")
     recorded_trials = recorded.get("trials", {})
     for key, config in current.get("trials", {}).items():
-        if key not in recorded_trials:
+        reference = key if key in recorded_trials else other_seed(key, recorded_trials)
+        if reference is None:
             found.append(f"trial {key} is not part of the run")
             continue
-        before, now = _flatten(recorded_trials[key]), _flatten(config)
+        before, now = _flatten(recorded_trials[reference]), _flatten(config)
         for name in sorted(set(before) | set(now)):
             if before.get(name, "<absent>") != now.get(name, "<absent>"):
                 found.append(f"{key} {name}: run has {before.get(name, '<absent>')!r}, now {now.get(name, '<absent>')!r}")
     return found
+
+
+def other_seed(key: str, recorded_trials: dict) -> str | None:
+    """A trial of the run that differs from ``key`` (``dataset__label__seedN``) only in its seed, if any."""
+    stem, separator, _ = key.rpartition("__seed")
+    return next((k for k in recorded_trials if separator and k.rpartition("__seed")[0] == stem), None)
+
+
+def extend_with_new_seeds(run, current: dict) -> list[str]:
+    """Record in ``run`` the trials of ``current`` it does not have yet (new seeds, checked by ``check_resume``); returns their keys."""
+    metadata = run.metadata()
+    fingerprint = metadata["fingerprint"]
+    added = [key for key in current["trials"] if key not in fingerprint["trials"]]
+    if added:
+        trials = {**fingerprint["trials"], **{key: current["trials"][key] for key in added}}
+        run.update_metadata(fingerprint={**fingerprint, "trials": trials}, trial_keys=[*metadata.get("trial_keys", []), *added])
+    return added
 
 
 def _code(sha256: str | None) -> str:

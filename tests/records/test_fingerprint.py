@@ -100,15 +100,17 @@ def test_the_run_records_its_fingerprint_and_provenance(finished_run):
     assert "Latency: host histories to a host top-20 list" in (run_dir / "report" / "efficiency.md").read_text()
 
 
-def test_differences_allow_fewer_trials_and_datasets_but_not_new_ones():
+def test_differences_allow_fewer_trials_and_datasets_and_new_seeds_but_not_new_models():
     recorded = {"suite": "s", "protocol": {"ks": [10]}, "datasets": {"a": {"sha256": "1"}, "b": {"sha256": "2"}},
                 "trials": {"a__m__seed0": {"params": {"x": 1}}, "b__m__seed0": {"params": {"x": 1}}}, "tuned": False, "tune": None}
     fewer = {**recorded, "datasets": {"a": {"sha256": "1"}}, "trials": {"a__m__seed0": {"params": {"x": 1}}}}
     assert differences(recorded, fewer) == []
     other_file = {**fewer, "datasets": {"a": {"sha256": "9"}}}
     assert differences(recorded, other_file) == ["datasets.a.sha256: run has '1', now '9'"]
-    new_trial = {**recorded, "trials": {**recorded["trials"], "a__m__seed1": {"params": {"x": 1}}}}
-    assert differences(recorded, new_trial) == ["trial a__m__seed1 is not part of the run"]
+    new_seed = {**recorded, "trials": {**recorded["trials"], "a__m__seed1": {"params": {"x": 1}}}}
+    assert differences(recorded, new_seed) == []
+    new_model = {**recorded, "trials": {**recorded["trials"], "a__n__seed0": {"params": {"x": 1}}}}
+    assert differences(recorded, new_model) == ["trial a__n__seed0 is not part of the run"]
 
 
 def test_report_refuses_a_run_that_mixes_two_protocols(finished_run, capsys):
@@ -166,3 +168,31 @@ def test_code_is_dirty_for_a_changed_tracked_source_file_but_not_for_a_changed_r
     (tmp_path / "model.py").write_text("x = 2\n")
     assert provenance.code_version()["code_dirty"] is True
     provenance.code_version.cache_clear()
+
+
+def test_a_run_made_in_parts_takes_more_seeds_of_its_own_models_but_not_new_models_or_settings(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run_bench.main(["--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--models", "pop"]) == 0
+    [run_dir] = (results / "tiny").iterdir()
+    before = snapshot(run_dir)
+    code, _, err = main(capsys, "--suite", write(tmp_path, "wider.yaml", hidden=32), "--results-dir", str(results), "--no-ray",
+                        "--resume", str(run_dir), "--models", "sasrec", "--seeds", "1")
+    assert code == 2 and "trial synthetic__sasrec__seed1 is not part of the run" in err  # a model the run never had
+    code, _, err = main(capsys, "--suite", write(tmp_path, "same.yaml"), "--results-dir", str(results), "--no-ray",
+                        "--resume", str(run_dir), "--models", "pop", "--seeds", "1", "2")
+    assert code == 0, err
+    metadata = json.loads((run_dir / "suite.json").read_text())
+    keys = [f"synthetic__pop__seed{seed}" for seed in (0, 1, 2)]
+    assert metadata["trial_keys"] == keys and list(metadata["fingerprint"]["trials"]) == keys
+    assert sorted(RunDir(run_dir).finished_keys()) == keys
+    assert RunDir(run_dir).trials_frame()["seed"].tolist() == [0, 1, 2]
+    assert before.keys() <= snapshot(run_dir).keys()
+
+
+def test_a_new_seed_whose_settings_differ_from_the_runs_own_seed_is_refused():
+    recorded = {"trials": {"d__m__seed0": {"model": "sasrec", "params": {"hidden_size": 16}}}}
+    same = {"trials": {"d__m__seed1": {"model": "sasrec", "params": {"hidden_size": 16}}}}
+    other = {"trials": {"d__m__seed1": {"model": "sasrec", "params": {"hidden_size": 32}}}}
+    assert differences(recorded, same) == []
+    assert differences(recorded, other) == ["d__m__seed1 params.hidden_size: run has 16, now 32"]
+    assert differences(recorded, {"trials": {"d__n__seed0": {"model": "sasrec"}}}) == ["trial d__n__seed0 is not part of the run"]
