@@ -123,7 +123,9 @@ def _load_module(name: str) -> Plugin:
     except Exception as error:
         raise _import_error(name, _origin(name.partition(".")[0]), error) from error
     # a module is imported once per process: its digest is that of the code imported then
-    return Plugin(name, name, _IMPORTED.setdefault(name, code_sha256(shipped_path(module.__name__))))
+    if name not in _IMPORTED:
+        _IMPORTED[name] = code_sha256(shipped_path(module.__name__))
+    return Plugin(name, name, _IMPORTED[name])
 
 
 def _origin(top: str) -> Path | None:

@@ -114,7 +114,7 @@ def _source(raw, path: Path, card: str, scope: str) -> Source:
     reader = _text(raw["reader"], card, f"{scope}.reader")
     if reader not in READERS:
         raise DrbenchError(f"{card}: {scope}.reader must be one of {', '.join(READERS)}, got '{reader}'")
-    args = raw.get("reader_args") or {}
+    args = {} if raw.get("reader_args") is None else raw["reader_args"]
     if not isinstance(args, dict):
         raise DrbenchError(f"{card}: {scope}.reader_args must be a mapping of {reader} options, got {args!r}")
     options = reader_options(reader)

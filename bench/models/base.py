@@ -63,8 +63,9 @@ class FitSummary:
             best_epoch=stage.best_epoch + offset if improved else self.best_epoch,
             train_time_s=train_time,
             epoch_time_s=train_time / max(epochs, 1),
-            # a stage that hit a cap leaves the whole fit unconverged, whatever a later stage did
-            stop_reason=self.stop_reason if not self.converged else stage.stop_reason,
+            # convergence is the main fit's: a later stage (DiffSASRec's SFT) runs the epochs its recipe gives it,
+            # unless the trial's time budget cut it short
+            stop_reason="time budget" if stage.stop_reason == "time budget" else self.stop_reason,
             history=history,
         )
 

@@ -142,7 +142,8 @@ def measure_quality(dataset: str, split, training: dict, minutes: float, seed: i
     reached = {f"{t:g}": next((h["train_time_s"] for h in curve if h["valid_ndcg@10"] >= t), None) for t in THRESHOLDS[dataset]}
     return {"curve": curve, "best_valid_ndcg@10": best["valid_ndcg@10"], "best_epoch": best["epoch"],
             "epochs_run": summary.epochs_run, "s_per_epoch": summary.epoch_time_s, "time_to": reached,
-            "stop_reason": getattr(summary, "stop_reason", None)}  # None: a baseline commit older than stop reasons
+            # a baseline commit older than stop reasons has only stopped_early
+            "stop_reason": getattr(summary, "stop_reason", None) or ("stopped early" if summary.stopped_early else "epoch cap")}
 
 
 def family(dataset: str) -> str:

@@ -131,9 +131,11 @@ class RunDir:
         for record in self.records():
             row = {k: v for k, v in record.items() if k not in ("history", "steps_sweep")}
             if "stopped_early" in row and "converged" not in record:
-                # a record from before stop reasons: not stopping early meant every epoch ran (the epoch cap);
-                # stopping early was patience or the time budget, which it did not tell apart
-                if not row.pop("stopped_early"):
+                # a record from before stop reasons: it reached the epoch cap if it ran every allowed epoch without
+                # stopping early; otherwise (patience, the time budget, or a model with no epochs) it does not say
+                stopped_early = row.pop("stopped_early")
+                allowed = (record.get("training") or {}).get("epochs")
+                if not stopped_early and allowed and record.get("epochs_run", 0) >= allowed:
                     row.update(stop_reason="epoch cap", converged=False)
             for nested in ("params", "training", "protocol"):
                 if isinstance(row.get(nested), dict):

@@ -19,9 +19,9 @@ def _header(column: str) -> str:
 
 
 NOT_APPLICABLE = "n/a"  # a metric at a K beyond the model's generated list: that cell has no value to measure
-NOT_CONVERGED = "‡"  # beside a model: a seed's training was cut by a safety cap (epochs or minutes)
-NOT_CONVERGED_NOTE = (f"{NOT_CONVERGED} = not converged: training of at least one seed ended at a safety cap (training.epochs or "
-                      "max_minutes) before its patience ran out (stop_reason in trials.csv)")
+NOT_CONVERGED = "‡"  # beside a model: a seed's training ended at its epoch or time cap, not by early stopping
+NOT_CONVERGED_NOTE = (f"{NOT_CONVERGED} = not converged: training of at least one seed ended at training.epochs or max_minutes, "
+                      "not by early stopping (stop_reason in trials.csv)")
 
 
 def not_converged(trials: pd.DataFrame) -> int:

@@ -97,7 +97,10 @@ def score_lists(suite: SuiteConfig, path: Path, label: str, data_root: Path, res
         run.update_metadata(trial_keys=keys, fingerprint={**fingerprint, "trials": trials})
     echo(f"scoring {lists.source} (sha256 {lists.sha256[:12]}) as model {label} on {dataset} -> {run.path}")
     run_suite(suite, run, {dataset: split}, backend, echo=echo, specs=[spec])
-    return run, next(r for r in run.records() if r["key"] == spec["key"])
+    record = next((r for r in run.records() if r["key"] == spec["key"]), None)
+    if record is None:
+        raise DrbenchError(f"--score: the run {run.path} has no record of {spec['key']} after scoring; rerun with --debug to see why")
+    return run, record
 
 
 def _check_run(run: RunDir, suite: SuiteConfig, dataset: str, described: dict, spec: dict) -> None:

@@ -108,10 +108,13 @@ def test_a_record_from_before_stop_reasons_that_ran_every_epoch_reads_as_the_epo
 
     run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "models": []}})
     base = {"dataset": "toy", "model": "m", "seed": 0, "status": "ok"}
-    run.write_trial(base | {"key": "a", "stopped_early": False}, None)
-    run.write_trial(base | {"key": "b", "stopped_early": True}, None)  # patience or time budget: not told apart
+    trained = base | {"training": {"epochs": 40}, "epochs_run": 40}
+    run.write_trial(trained | {"key": "a", "stopped_early": False}, None)
+    run.write_trial(trained | {"key": "b", "stopped_early": True}, None)  # patience or time budget: not told apart
+    run.write_trial(base | {"key": "pop", "stopped_early": False, "training": {"epochs": 40}, "epochs_run": 1}, None)  # no epochs to run
     run.write_trial(base | {"key": "c", "stop_reason": "patience", "converged": True}, None)
     frame = run.trials_frame().set_index("key")
     assert frame.loc["a", "stop_reason"] == "epoch cap" and frame.loc["a", "converged"] == False  # noqa: E712
-    assert pd.isna(frame.loc["b", "converged"]) and frame.loc["c", "converged"] == True  # noqa: E712
+    assert pd.isna(frame.loc["b", "converged"]) and pd.isna(frame.loc["pop", "converged"])
+    assert frame.loc["c", "converged"] == True  # noqa: E712
     assert "stopped_early" not in frame
