@@ -5,8 +5,9 @@ per-user ranks in ``trials/*.npz``); nothing is retrained or re-scored.
 
 - Accuracy: mean ± sample std over seeds per dataset x model x metric; the
   best mean of each column in bold, the second underlined; a dagger where a
-  non-baseline model beats the best baseline significantly (paired test on
-  per-user values, Holm-corrected over every test of the table).
+  non-baseline model is significantly better than the best baseline, an
+  arrow where it is significantly worse (two-sided paired test on per-user
+  values, Holm-corrected over every test of the table).
 - Efficiency: parameters, training time per epoch and to the best
   validation epoch, inference latency p50/p95 per user and throughput, per
   model and, for diffusion models, per number of denoising steps.
@@ -46,7 +47,7 @@ class Cell:
     std: float  # nan with one seed
     n_seeds: int
     place: int = 0  # 1 = best mean of its column, 2 = second, 0 = neither
-    significant: bool = False
+    verdict: str = ""  # against the best baseline: better, worse, no detectable difference ("" = not tested)
     p_holm: float = float("nan")
     not_converged: int = 0  # seeds whose training a safety cap cut short
 
@@ -126,13 +127,16 @@ def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> Ac
         comparisons = compare_to_best_baseline(values, baselines, metrics, config.significance_alpha, evaluated)
         for comparison in comparisons:
             cell = cells[(comparison.dataset, comparison.model, comparison.metric)]
-            cell.significant, cell.p_holm = comparison.significant, comparison.p_holm
+            cell.verdict, cell.p_holm = comparison.verdict, comparison.p_holm
     failed = frame.loc[frame["status"] != "ok", ["key", "error"]] if "error" in frame else frame.iloc[0:0]
     return AccuracyTable(datasets, models, metrics, cells, comparisons, baselines, failed, provenance_sentence(ok))
 
 
 def _number(value: float, scale: float) -> str:
     return f"{value * scale:.2f}" if scale >= 100 else f"{value * scale:.4f}"
+
+
+VERDICT_MARKS = {"better": " †", "worse": " ↓"}  # against the best baseline; no mark: no detectable difference or not tested
 
 
 def _cell_markdown(cell: Cell | None, scale: float) -> str:
@@ -144,7 +148,7 @@ def _cell_markdown(cell: Cell | None, scale: float) -> str:
     text = f"**{text}**" if cell.place == 1 else f"<u>{text}</u>" if cell.place == 2 else text
     if not np.isnan(cell.std):
         text += f" ± {_number(cell.std, scale)}"
-    return text + (" †" if cell.significant else "") + (f" {NOT_CONVERGED}" if cell.not_converged else "")
+    return text + VERDICT_MARKS.get(cell.verdict, "") + (f" {NOT_CONVERGED}" if cell.not_converged else "")
 
 
 def _cell_latex(cell: Cell | None, scale: float) -> str:
@@ -156,7 +160,7 @@ def _cell_latex(cell: Cell | None, scale: float) -> str:
     text = rf"\textbf{{{text}}}" if cell.place == 1 else rf"\underline{{{text}}}" if cell.place == 2 else text
     if not np.isnan(cell.std):
         text += rf"{{\scriptsize$\pm${_number(cell.std, scale)}}}"
-    return text + (r"$^\dagger$" if cell.significant else "") + (r"$^\ddagger$" if cell.not_converged else "")
+    return text + {"better": r"$^\dagger$", "worse": r"$^\downarrow$"}.get(cell.verdict, "") + (r"$^\ddagger$" if cell.not_converged else "")
 
 
 def caption(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
@@ -168,8 +172,9 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
     if any(np.isnan(c.mean) for c in table.cells.values()):
         text += f" {NOT_APPLICABLE}: not applicable, K beyond the model's generated list."
     if table.comparisons:
-        text += (f" † marks a significant improvement over the best baseline ({', '.join(sorted(table.baselines))}) by a "
-                 + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha) + ".")
+        text += (f" Each other model is compared with the best baseline ({', '.join(sorted(table.baselines))}) by a "
+                 + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha)
+                 + ": † significantly better, ↓ significantly worse, unmarked no detectable difference.")
     if published is not None and config.layout == "metrics_as_rows":
         text += (f" (paper) columns: published by {published[0].citation} gap = (measured − published) / published;"
                  " – where the source reports no value.")
@@ -259,7 +264,7 @@ def _latex_escape(text: str) -> str:
     return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "×": r"$\times$", "–": "--"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "↓": r"$\downarrow$", "×": r"$\times$", "–": "--"}
 
 
 def _latex_text(text: str) -> str:
@@ -306,7 +311,7 @@ def accuracy_frame(table: AccuracyTable) -> pd.DataFrame:
         rows.append({"dataset": dataset, "model": model, "metric": metric, "mean": cell.mean, "std": cell.std,
                      "seeds": cell.n_seeds, "place": cell.place, "baseline": model in table.baselines,
                      "compared_to": comparison.reference if comparison else "", "p_value": comparison.p_value if comparison else np.nan,
-                     "p_holm": cell.p_holm, "significant": cell.significant, "not_converged_seeds": cell.not_converged})
+                     "p_holm": cell.p_holm, "verdict": cell.verdict, "not_converged_seeds": cell.not_converged})
     return pd.DataFrame(rows)
 
 

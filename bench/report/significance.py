@@ -15,7 +15,7 @@ from scipy.stats import wilcoxon
 from bench.errors import DrbenchError
 from bench.protocol.metrics import per_user_metrics
 
-TEST_NAME = "one-sided paired Wilcoxon signed-rank test on per-user values, Holm-corrected over all {n} tests, alpha {alpha:g}"
+TEST_NAME = "two-sided paired Wilcoxon signed-rank test on per-user values, Holm-corrected over all {n} tests, alpha {alpha:g}"
 
 
 def per_user_metric(ranks_by_seed: list[np.ndarray], metric: str) -> np.ndarray:
@@ -25,13 +25,16 @@ def per_user_metric(ranks_by_seed: list[np.ndarray], metric: str) -> np.ndarray:
     return np.mean(values, axis=0)
 
 
-def improvement_p_value(candidate: np.ndarray, reference: np.ndarray) -> float:
-    """p-value of "candidate is better than reference" (one-sided Wilcoxon signed-rank, zero differences dropped)."""
+def paired_p_value(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """p-value of "candidate and reference differ" (two-sided Wilcoxon signed-rank, zero differences dropped).
+
+    Two-sided, so that one test per cell gives the three verdicts: better, worse, no detectable difference.
+    """
     if candidate.shape != reference.shape:
         raise ValueError(f"paired test needs the same users: {candidate.shape} vs {reference.shape}")
     if np.all(candidate == reference):
         return 1.0
-    return float(wilcoxon(candidate, reference, alternative="greater", zero_method="wilcox").pvalue)
+    return float(wilcoxon(candidate, reference, alternative="two-sided", zero_method="wilcox").pvalue)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -60,8 +63,16 @@ class Comparison:
     alpha: float = 0.05
 
     @property
+    def verdict(self) -> str:
+        """Against the best baseline: "better", "worse" (significant after Holm) or "no detectable difference"."""
+        if self.p_holm < self.alpha and self.model_mean != self.reference_mean:
+            return "better" if self.model_mean > self.reference_mean else "worse"
+        return "no detectable difference"
+
+    @property
     def significant(self) -> bool:
-        return self.model_mean > self.reference_mean and self.p_holm < self.alpha
+        """Significantly better than the best baseline."""
+        return self.verdict == "better"
 
 
 def check_same_users(dataset: str, model: str, reference: str, evaluated: dict[tuple[str, str], tuple[str, np.ndarray]]) -> None:
@@ -81,8 +92,9 @@ def compare_to_best_baseline(per_user: dict[tuple[str, str], dict[str, np.ndarra
     per_user: (dataset, model) -> {metric: [U] per-user values (seed-averaged)}.
     The best baseline is the one with the highest mean on that dataset and
     metric. Every non-baseline model is tested (the family of tests is fixed
-    before looking at the results), so a model that does worse simply gets a
-    large p-value; the correction counts every test of the table.
+    before looking at the results), two-sided, so each comparison ends as
+    better, worse or no detectable difference; the correction counts every
+    test of the table.
     ``evaluated``: (dataset, model) -> (split fingerprint, [U] test users);
     every pair is checked to be the same users of the same split.
     A metric a model did not measure (NaN values: K beyond its generated
@@ -103,7 +115,7 @@ def compare_to_best_baseline(per_user: dict[tuple[str, str], dict[str, np.ndarra
                     check_same_users(dataset, model, reference, evaluated)
                 comparisons.append(Comparison(dataset, model, reference, metric, float(values.mean()),
                                               float(reference_models[reference].mean()),
-                                              improvement_p_value(values, reference_models[reference]), alpha=alpha))
+                                              paired_p_value(values, reference_models[reference]), alpha=alpha))
     for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
         comparison.p_holm = adjusted
     return comparisons

@@ -55,8 +55,8 @@ def test_accuracy_table_marks_best_second_and_significant_improvement(run):
     assert table.baselines == {"pop", "sasrec"}
     assert table.cell("toy", "diffurec", "ndcg@10").place == 1 and table.cell("toy", "sasrec", "ndcg@10").place == 2
     assert table.cell("toy", "pop", "ndcg@10").place == 0
-    assert table.cell("toy", "diffurec", "ndcg@10").significant  # consistently better ranks for 400 users
-    assert not table.cell("toy", "sasrec", "ndcg@10").significant  # baselines are never tested
+    assert table.cell("toy", "diffurec", "ndcg@10").verdict == "better"  # consistently better ranks for 400 users
+    assert table.cell("toy", "sasrec", "ndcg@10").verdict == ""  # baselines are never tested
     assert [c.reference for c in table.comparisons] == ["sasrec", "sasrec"]
     markdown = accuracy_markdown(table, ReportConfig(metrics=["hr@10", "ndcg@10"]))
     diffurec_row = next(line for line in markdown.splitlines() if line.startswith("| diffurec"))
@@ -67,7 +67,7 @@ def test_accuracy_table_marks_best_second_and_significant_improvement(run):
     latex = accuracy_latex(table, ReportConfig(metrics=["hr@10", "ndcg@10"]))
     assert r"\toprule" in latex and r"\textbf{" in latex and r"\underline{" in latex and r"$^\dagger$" in latex
     tidy = accuracy_frame(table)
-    assert set(tidy["metric"]) == {"hr@10", "ndcg@10"} and tidy["significant"].sum() == 2
+    assert set(tidy["metric"]) == {"hr@10", "ndcg@10"} and (tidy["verdict"] == "better").sum() == 2
 
 
 def test_metrics_as_rows_layout_and_percentages(run):
@@ -131,7 +131,7 @@ def test_write_report_writes_tables_and_figures(run):
                  "metrics.png", "metrics.pdf", "pareto.png", "steps.png", "validation.png", "equal-epochs.md", "equal-epochs.csv"):
         assert (out / name).is_file(), name
     assert (out / "pareto.png").stat().st_size > 10_000
-    assert pd.read_csv(out / "accuracy.csv")["significant"].any()
+    assert (pd.read_csv(out / "accuracy.csv")["verdict"] == "better").any()
 
 
 def test_a_run_whose_every_trial_failed_gets_a_report_that_says_so(tmp_path):
@@ -192,3 +192,22 @@ def test_a_cell_whose_seeds_hit_the_epoch_cap_is_flagged_in_every_rendering(run)
     assert "not converged" in caption(table, config)
     assert r"$^\ddagger$" in accuracy_latex(table, config)
     assert accuracy_frame(table).groupby("model")["not_converged_seeds"].max().to_dict() == {"diffurec": 1, "pop": 0, "sasrec": 0}
+
+
+def test_a_model_significantly_worse_than_the_best_baseline_gets_an_arrow_and_the_caption_names_all_three_verdicts(tmp_path):
+    rng = np.random.default_rng(2)
+    run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "protocol": {"monitor": "ndcg@10"},
+                                                     "models": [{"label": m} for m in ("sasrec", "worse", "same")]}})
+    users = np.arange(N_USERS, dtype=np.int32)
+    base = rng.integers(1, 40, N_USERS)
+    for model, model_type, ranks in (("sasrec", "sasrec", base), ("worse", "diffurec", base + 8), ("same", "diffsasrec", base)):
+        run.write_trial(_record(model, model_type, 0, ranks), {"test_users": users, "test_ranks": ranks.astype(np.int32)})
+    config = ReportConfig(metrics=["ndcg@10"])
+    table = accuracy_table(run, run.trials_frame(), config)
+    assert table.cell("toy", "worse", "ndcg@10").verdict == "worse"
+    assert table.cell("toy", "same", "ndcg@10").verdict == "no detectable difference"
+    lines = accuracy_markdown(table, config).splitlines()
+    assert next(line for line in lines if line.startswith("| worse")).rstrip(" |").endswith("↓")
+    assert "↓" not in next(line for line in lines if line.startswith("| same")) and "†" not in "\n".join(lines[:6])
+    assert "† significantly better, ↓ significantly worse, unmarked no detectable difference" in caption(table, config)
+    assert "two-sided" in caption(table, config) and r"$^\downarrow$" in accuracy_latex(table, config)

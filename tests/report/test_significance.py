@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench.report.significance import compare_to_best_baseline, holm, improvement_p_value, per_user_metric
+from bench.report.significance import compare_to_best_baseline, holm, paired_p_value, per_user_metric
 
 
 def test_holm_by_hand():
@@ -20,15 +20,16 @@ def test_per_user_metric_from_ranks_averages_seeds():
     assert per_user_metric([seed0], "hr@2") == pytest.approx([1.0, 0.0, 0.0])
 
 
-def test_paired_test_direction():
+def test_the_paired_test_is_two_sided():
     rng = np.random.default_rng(0)
     reference = rng.random(300)
     better = reference + 0.05 + 0.01 * rng.random(300)
-    assert improvement_p_value(better, reference) < 1e-6
-    assert improvement_p_value(reference, better) > 0.99
-    assert improvement_p_value(reference, reference.copy()) == 1.0
+    assert paired_p_value(better, reference) < 1e-6 and paired_p_value(reference, better) < 1e-6
+    assert paired_p_value(better, reference) == pytest.approx(paired_p_value(reference, better))
+    assert paired_p_value(reference + rng.normal(0, 1e-3, 300), reference) > 0.01
+    assert paired_p_value(reference, reference.copy()) == 1.0
     with pytest.raises(ValueError, match="same users"):
-        improvement_p_value(reference, reference[:10])
+        paired_p_value(reference, reference[:10])
 
 
 def test_compares_each_candidate_with_the_best_baseline_and_corrects_for_all_tests():
@@ -44,7 +45,8 @@ def test_compares_each_candidate_with_the_best_baseline_and_corrects_for_all_tes
     comparisons = {c.model: c for c in compare_to_best_baseline(per_user, {"pop", "sasrec"}, ["ndcg@10"])}
     assert set(comparisons) == {"diff-good", "diff-same", "diff-bad"}
     assert all(c.reference == "sasrec" for c in comparisons.values())
-    assert comparisons["diff-good"].significant
-    assert not comparisons["diff-same"].significant and not comparisons["diff-bad"].significant
+    verdicts = {model: c.verdict for model, c in comparisons.items()}
+    assert verdicts == {"diff-good": "better", "diff-same": "no detectable difference", "diff-bad": "worse"}
+    assert comparisons["diff-good"].significant and not comparisons["diff-bad"].significant
     raw = sorted(c.p_value for c in comparisons.values())
     assert comparisons["diff-good"].p_holm == pytest.approx(min(1.0, 3 * raw[0]))  # three tests in the family
