@@ -62,6 +62,7 @@ class AccuracyTable:
     baselines: set[str]
     failed: pd.DataFrame  # failed trials (key, error)
     provenance: str = ""  # "Trained on <hardware>; code <commit>." for the caption
+    ranking: str = "protocol"  # or "filtered": the user's own items removed from the ranking (RANKINGS)
 
     def cell(self, dataset: str, model: str, metric: str) -> Cell | None:
         return self.cells.get((dataset, model, metric))
@@ -77,9 +78,15 @@ def is_baseline(model_type: str) -> bool:
     return model_type in model_names() and model_entry(model_type).model_class.__module__.startswith("baselines.")
 
 
-def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str]):
+# which test ranks a table reads: the protocol's (the user's own items ranked or not, as the suite says), or the
+# seen-filtered ones recorded beside them when the protocol keeps the history (the other papers' convention)
+RANKINGS = {"protocol": ("test_", "test_ranks"), "filtered": ("test_filtered_", "test_filtered_ranks")}
+
+
+def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str], ranking: str = "protocol"):
     """From the saved test ranks: (dataset, model) -> {metric: [U] per-user values averaged over seeds},
     and (dataset, model) -> (split fingerprint, [U] test users) for checking the pairing."""
+    prefix, ranks_key = RANKINGS[ranking]
     values, evaluated = {}, {}
     for (dataset, model), group in ok.groupby(["dataset", "model"], sort=False):
         arrays = [run.trial_arrays(key) for key in group["key"]]
@@ -87,21 +94,27 @@ def per_user_values(run: RunDir, ok: pd.DataFrame, metrics: list[str]):
         splits = set(group["split_fingerprint"]) if "split_fingerprint" in group else {None}
         if len(splits) > 1 or any(not np.array_equal(a["test_users"], users) for a in arrays):
             raise DrbenchError(f"{dataset}/{model}: its seeds were tested on different users or splits; the split is not shared")
-        ranks = [a["test_ranks"] for a in arrays]
+        ranks = [a[ranks_key] for a in arrays]
         # a metric the trials did not measure (K beyond a generated list) has no per-user values: NaN, never tested
-        values[(dataset, model)] = {metric: per_user_metric(ranks, metric) if _measured(group, metric) else np.full(len(users), np.nan)
+        values[(dataset, model)] = {metric: per_user_metric(ranks, metric) if _measured(group, prefix + metric) else np.full(len(users), np.nan)
                                     for metric in metrics}
         evaluated[(dataset, model)] = (splits.pop(), users)
     return values, evaluated
 
 
-def _measured(group: pd.DataFrame, metric: str) -> bool:
-    """False for a metric that every trial of the group recorded as not measured (NaN: K beyond its generated list)."""
-    column = f"test_{metric}"
+def _measured(group: pd.DataFrame, column: str) -> bool:
+    """False for a metric column that every trial of the group recorded as not measured (NaN: K beyond its generated list)."""
     return column not in group or not group[column].astype(float).isna().all()
 
 
-def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> AccuracyTable:
+def has_filtered_ranks(run: RunDir, frame: pd.DataFrame) -> bool:
+    """Whether every successful trial kept seen-filtered per-user ranks (runs whose protocol keeps the history)."""
+    ok = frame[frame["status"] == "ok"]
+    return not ok.empty and all("test_filtered_ranks" in run.trial_arrays(key) for key in ok["key"])
+
+
+def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig, ranking: str = "protocol") -> AccuracyTable:
+    prefix = RANKINGS[ranking][0]
     ok = frame[frame["status"] == "ok"]
     metrics = list(config.metrics)
     datasets = list(dict.fromkeys(frame["dataset"]))
@@ -110,7 +123,7 @@ def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> Ac
     cells = {}
     for (dataset, model), group in ok.groupby(["dataset", "model"], sort=False):
         for metric in metrics:
-            values = group[f"test_{metric}"].astype(float)
+            values = group[prefix + metric].astype(float)
             cells[(dataset, model, metric)] = Cell(values.mean(), values.std(ddof=1) if len(values) > 1 else float("nan"), len(values),
                                                    not_converged=not_converged(group))
     for dataset in datasets:
@@ -123,13 +136,13 @@ def accuracy_table(run: RunDir, frame: pd.DataFrame, config: ReportConfig) -> Ac
                 cells[(dataset, model, metric)].place = place if place <= 2 and len(column) > 1 else 0
     comparisons = []
     if baselines and set(ok["model"]) - baselines:
-        values, evaluated = per_user_values(run, ok, metrics)
+        values, evaluated = per_user_values(run, ok, metrics, ranking)
         comparisons = compare_to_best_baseline(values, baselines, metrics, config.significance_alpha, evaluated)
         for comparison in comparisons:
             cell = cells[(comparison.dataset, comparison.model, comparison.metric)]
             cell.verdict, cell.p_holm = comparison.verdict, comparison.p_holm
     failed = frame.loc[frame["status"] != "ok", ["key", "error"]] if "error" in frame else frame.iloc[0:0]
-    return AccuracyTable(datasets, models, metrics, cells, comparisons, baselines, failed, provenance_sentence(ok))
+    return AccuracyTable(datasets, models, metrics, cells, comparisons, baselines, failed, provenance_sentence(ok), ranking)
 
 
 def _number(value: float, scale: float) -> str:
@@ -167,8 +180,9 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
     seeds = sorted({c.n_seeds for c in table.cells.values()})
     unit = " (×100)" if config.scale == 100 else ""
     spread = "one seed, so no std" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"
-    text = (f"Test metrics{unit} ({spread}) of the checkpoint with the best validation score. "
-            "Best mean per column in bold, second underlined.")
+    text = (f"Test metrics{unit} ({spread}) of the checkpoint with the best validation score"
+            + (", with each user's own training items removed from the ranking (seen-filtered)" if table.ranking == "filtered" else "")
+            + ". Best mean per column in bold, second underlined.")
     if any(np.isnan(c.mean) for c in table.cells.values()):
         text += f" {NOT_APPLICABLE}: not applicable, K beyond the model's generated list."
     if table.comparisons:
@@ -473,12 +487,22 @@ def write_report(run: RunDir) -> Path:
     atomic_write(out / "accuracy.md", accuracy_md)
     atomic_write(out / "accuracy.tex", accuracy_latex(table, config, published))
     atomic_write(out / "accuracy.csv", accuracy_frame(table).to_csv(index=False))
+    filtered_md = None
+    if has_filtered_ranks(run, frame):
+        filtered = accuracy_table(run, frame, config, ranking="filtered")
+        filtered_md = accuracy_markdown(filtered, config)
+        atomic_write(out / "accuracy-filtered.md", filtered_md)
+        atomic_write(out / "accuracy-filtered.tex", accuracy_latex(filtered, config))
+        atomic_write(out / "accuracy-filtered.csv", accuracy_frame(filtered).to_csv(index=False))
     efficiency = efficiency_frame(run, frame, steps)
     efficiency_md = efficiency_markdown(efficiency, frame)
     atomic_write(out / "efficiency.md", efficiency_md)
     atomic_write(out / "efficiency.tex", efficiency_latex(efficiency, frame))
     atomic_write(out / "efficiency.csv", efficiency.to_csv(index=False))
-    sections = [f"# Report of {run.path.name}", "", "## Accuracy", "", accuracy_md, "## Efficiency", "", efficiency_md]
+    sections = [f"# Report of {run.path.name}", "", "## Accuracy", "", accuracy_md]
+    if filtered_md:
+        sections += ["## Accuracy with the user's own items filtered out", "", filtered_md]
+    sections += ["## Efficiency", "", efficiency_md]
     if source is not None:
         published_rows = published_frame(table, source, dict(config.published_models))
         published_md = published_markdown(published_rows, source, config.scale)

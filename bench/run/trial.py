@@ -133,11 +133,11 @@ def train_and_test(spec: dict, split: Split, on_validation: Callable[[dict], Non
     test = evaluate(model, split.test, split.n_items, protocol.ks, protocol.exclude_history, protocol.eval_batch_size, device)
     # Papers differ on whether the user's own items are ranked ("filter seen"); the
     # protocol's choice is the headline, the other convention is kept for comparison.
-    filtered = {}
+    filtered, arrays = {}, {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
     if not protocol.exclude_history:
         # generators generate again with the user's items excluded, so both kinds of model are filtered the same way
-        filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device).metrics
-    arrays = {"test_users": split.test.users.astype(np.int32), "test_ranks": test.ranks}
+        seen_filtered = evaluate(model, split.test, split.n_items, protocol.ks, True, protocol.eval_batch_size, device)
+        filtered, arrays["test_filtered_ranks"] = seen_filtered.metrics, seen_filtered.ranks  # ranks: paired tests of that table
     sweep = []
     if spec.get("steps_sweep"):
         sweep = steps_sweep(model, split, protocol, device, spec["steps_sweep"], test, arrays)

@@ -211,3 +211,27 @@ def test_a_model_significantly_worse_than_the_best_baseline_gets_an_arrow_and_th
     assert "↓" not in next(line for line in lines if line.startswith("| same")) and "†" not in "\n".join(lines[:6])
     assert "† significantly better, ↓ significantly worse, unmarked no detectable difference" in caption(table, config)
     assert "two-sided" in caption(table, config) and r"$^\downarrow$" in accuracy_latex(table, config)
+
+
+def test_seen_filtered_ranks_get_their_own_table_with_their_own_tests(run):
+    config = ReportConfig(metrics=["ndcg@10"])
+    assert not (write_report(run) / "accuracy-filtered.md").exists()  # no trial kept filtered ranks
+    for path in sorted((run.path / "trials").glob("*.npz")):
+        arrays = dict(np.load(path))
+        ranks = arrays["test_ranks"]
+        # filtering moves every model's target up; here it also reverses sasrec and diffurec
+        arrays["test_filtered_ranks"] = np.maximum(ranks - 1, 1) if "pop" in path.name else (ranks + 20 if "diffurec" in path.name else ranks)
+        np.savez(path, **arrays)
+        record_path = path.with_suffix(".json")
+        record = json.loads(record_path.read_text())
+        top = np.zeros((len(ranks), 20), dtype=np.int32)
+        record.update({f"test_filtered_{k}": v for k, v in summarize(arrays["test_filtered_ranks"], top, [10, 20], N_ITEMS).items()})
+        record_path.write_text(json.dumps(record))
+    table = accuracy_table(run, run.trials_frame(), config, ranking="filtered")
+    assert table.cell("toy", "diffurec", "ndcg@10").verdict == "worse"
+    assert accuracy_table(run, run.trials_frame(), config).cell("toy", "diffurec", "ndcg@10").verdict == "better"
+    out = write_report(run)
+    filtered = (out / "accuracy-filtered.md").read_text()
+    assert "seen-filtered" in filtered and "↓" in filtered
+    assert "## Accuracy with the user's own items filtered out" in (out / "report.md").read_text()
+    assert (out / "accuracy-filtered.tex").exists() and (out / "accuracy-filtered.csv").exists()

@@ -41,6 +41,10 @@ def test_same_seed_same_metrics_other_seed_other_metrics():
     metrics = [k for k in first if k.startswith(("test_", "valid_"))]
     assert {k: first[k] for k in metrics} == {k: again[k] for k in metrics}
     np.testing.assert_array_equal(first_arrays["test_ranks"], again_arrays["test_ranks"])
+    # the seen-filtered ranks are kept too (their own paired tests in the report): filtering moves a target up,
+    # or out of reach (rank n_items + 1) where the target is itself one of the user's items
+    filtered, ranks = first_arrays["test_filtered_ranks"], first_arrays["test_ranks"]
+    assert ((filtered <= ranks) | (filtered == split.n_items + 1)).all() and (filtered < ranks).any()
     assert any(first[k] != other[k] for k in metrics)
 
 
