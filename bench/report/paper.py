@@ -173,7 +173,8 @@ def _cell_latex(cell: Cell | None, scale: float) -> str:
     text = rf"\textbf{{{text}}}" if cell.place == 1 else rf"\underline{{{text}}}" if cell.place == 2 else text
     if not np.isnan(cell.std):
         text += rf"{{\scriptsize$\pm${_number(cell.std, scale)}}}"
-    return text + {"better": r"$^\dagger$", "worse": r"$^\downarrow$"}.get(cell.verdict, "") + (r"$^\ddagger$" if cell.not_converged else "")
+    marks = VERDICT_MARKS.get(cell.verdict, "").strip() + (NOT_CONVERGED if cell.not_converged else "")
+    return text + "".join(LATEX_SYMBOLS[mark] for mark in marks)
 
 
 def caption(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
@@ -278,7 +279,7 @@ def _latex_escape(text: str) -> str:
     return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "↓": r"$\downarrow$", "×": r"$\times$", "–": "--"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "↓": r"$^\downarrow$", "×": r"$\times$", "–": "--"}
 
 
 def _latex_text(text: str) -> str:
