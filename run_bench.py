@@ -91,9 +91,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def select(suite, args):
-    """Apply --models/--datasets/--seeds to a suite, rejecting names it does not contain."""
-    if args.models:
+def select(suite, args, parts: bool = True):
+    """Apply --models/--datasets/--seeds (with ``parts``) and --train-budget to a suite, rejecting names it does not contain.
+
+    ``parts=False`` keeps every model and seed: the whole suite a run made in parts belongs to.
+    """
+    if args.models and parts:
         labels = [m.label for m in suite.models]
         unknown = [m for m in args.models if m not in labels]
         if unknown:
@@ -107,7 +110,7 @@ def select(suite, args):
                 raise DrbenchError(f"--datasets: unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}, "
                                    "or the name of a dataset card given with --dataset-card FILE")
         suite = replace(suite, datasets=list(args.datasets))
-    if args.seeds:
+    if args.seeds and parts:
         suite = replace(suite, seeds=list(args.seeds))
     if args.train_budget is not None:
         if args.train_budget <= 0:
@@ -152,7 +155,7 @@ def command_suite(args) -> int:
     from dataclasses import asdict
 
     from bench.run.config import load_suite
-    from bench.records.fingerprint import check_resume, extend_with_new_seeds, run_fingerprint
+    from bench.records.fingerprint import check_resume, extend_run, run_fingerprint
     from bench.run.latency_phase import pending_latency
     from bench.provenance import code_version, environment
     from bench.run.trial import pick_device
@@ -166,7 +169,11 @@ def command_suite(args) -> int:
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
                            "Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
-    suite = apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root)
+    loaded = load_suite(args.suite, args.plugin)
+    suite = apply_fallbacks(select(loaded, args), data_root)
+    # every model and seed of the suite, on the datasets run: a run started with --models or --seeds records them all,
+    # so that later parts (--resume with other models) are checked against the settings the run began with
+    whole = apply_fallbacks(select(loaded, args, parts=False), data_root, echo=lambda line: None)
     if args.tune:
         from bench.run.sweep import check_spaces
 
@@ -180,7 +187,7 @@ def command_suite(args) -> int:
                                f"resume it {'with' if not args.tune else 'without'} --tune too")
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)
-    fingerprint = run_fingerprint(suite, described, trial_specs(suite), args.tune)
+    fingerprint = run_fingerprint(suite, described, trial_specs(suite), args.tune)  # what this invocation runs
     provenance = {**code_version(), **environment(pick_device())}  # the driver's; each record has its worker's
     if run is not None:
         check_resume(run, fingerprint)  # nothing is written before this passes
@@ -189,15 +196,17 @@ def command_suite(args) -> int:
             print(terminal_table(write_tables(run), run.steps_frame()))
             print_report(run)
             return 0
-        added = extend_with_new_seeds(run, fingerprint)
+        added = extend_run(run, fingerprint)
         if added:
-            print(f"adding {len(added)} trial(s) of new seeds to {run.path}")
+            print(f"adding {len(added)} trial(s) to {run.path}")
         run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
     if run is None:
         # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)
+        whole_specs = {spec["key"]: spec for spec in [*trial_specs(whole), *trial_specs(suite)]}  # --seeds may go beyond the suite's
         metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
                     "config": portable_suite_config(asdict(suite), data_root), "tuned": args.tune,
-                    "trial_keys": [s["key"] for s in trial_specs(suite)], "fingerprint": fingerprint, "provenance": provenance}
+                    "trial_keys": [s["key"] for s in trial_specs(suite)],
+                    "fingerprint": run_fingerprint(suite, described, list(whole_specs.values()), args.tune), "provenance": provenance}
         run = RunDir.create(results_root, suite.name, metadata)
     run.update_metadata(datasets=described)
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
@@ -255,7 +264,11 @@ def command_predictions(args) -> int:
     if args.no_ray and args.address:
         raise DrbenchError("--no-ray runs the scoring in this process; --address names a Ray cluster. Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
-    suite = apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root)
+    loaded = load_suite(args.suite, args.plugin)
+    suite = apply_fallbacks(select(loaded, args), data_root)
+    # every model and seed of the suite, on the datasets run: a run started with --models or --seeds records them all,
+    # so that later parts (--resume with other models) are checked against the settings the run began with
+    whole = apply_fallbacks(select(loaded, args, parts=False), data_root, echo=lambda line: None)
     if args.export_split:
         export_split(suite, Path(args.export_split), data_root)
         return 0

@@ -9,10 +9,12 @@ the fingerprint of what it is asked to run and refuses, naming the
 difference, when it is not the run's own: a run resumed with another suite
 file, another ``exclude_history`` or another dataset file would otherwise
 average two protocols into one mean. Resuming with fewer trials (``--models``,
-``--seeds``) is fine, and so is resuming with more seeds of the run's own
-models (a suite run in parts: ``--seeds 0``, later ``--seeds 1 2``), as long
-as each new seed's settings are those of the run's trial with another seed;
-any other trial the run does not have is refused.
+``--seeds``) is fine, and so is running a suite in parts: a run started
+with ``--models`` or ``--seeds`` records the whole suite's trials (every
+model and seed, on the datasets it runs), so a later ``--resume --models
+other`` adds the other models as long as their settings are those the run
+began with; a seed beyond the suite's is taken when its settings are those
+of the run's trial with another seed. Any other trial is refused.
 
 drbench's code version is not part of it: resuming after a bug fix is
 allowed, and every trial record carries its own commit (``bench.provenance``).
@@ -95,14 +97,18 @@ def other_seed(key: str, recorded_trials: dict) -> str | None:
     return next((k for k in recorded_trials if separator and k.rpartition("__seed")[0] == stem), None)
 
 
-def extend_with_new_seeds(run, current: dict) -> list[str]:
-    """Record in ``run`` the trials of ``current`` it does not have yet (new seeds, checked by ``check_resume``); returns their keys."""
+def extend_run(run, current: dict) -> list[str]:
+    """Add to ``run`` the trials of ``current`` it was not asked to run before (checked by ``check_resume``); returns their keys.
+
+    A run started with ``--models`` or ``--seeds`` already holds the whole suite's trials in its fingerprint, so a later
+    part only joins ``trial_keys``; a seed beyond the suite's (``--seeds 3``) is recorded in the fingerprint as well.
+    """
     metadata = run.metadata()
-    fingerprint = metadata["fingerprint"]
-    added = [key for key in current["trials"] if key not in fingerprint["trials"]]
+    fingerprint, keys = metadata["fingerprint"], metadata.get("trial_keys", [])
+    added = [key for key in current["trials"] if key not in keys]
     if added:
-        trials = {**fingerprint["trials"], **{key: current["trials"][key] for key in added}}
-        run.update_metadata(fingerprint={**fingerprint, "trials": trials}, trial_keys=[*metadata.get("trial_keys", []), *added])
+        trials = {**fingerprint["trials"], **{key: current["trials"][key] for key in added if key not in fingerprint["trials"]}}
+        run.update_metadata(fingerprint={**fingerprint, "trials": trials}, trial_keys=[*keys, *added])
     return added
 
 

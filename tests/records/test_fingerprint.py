@@ -170,23 +170,41 @@ def test_code_is_dirty_for_a_changed_tracked_source_file_but_not_for_a_changed_r
     provenance.code_version.cache_clear()
 
 
-def test_a_run_made_in_parts_takes_more_seeds_of_its_own_models_but_not_new_models_or_settings(tmp_path, capsys):
+def test_a_run_made_in_parts_takes_the_suites_other_models_and_more_seeds_but_not_changed_settings(tmp_path, capsys):
     results = tmp_path / "results"
     assert run_bench.main(["--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--models", "pop"]) == 0
     [run_dir] = (results / "tiny").iterdir()
+    metadata = json.loads((run_dir / "suite.json").read_text())
+    assert metadata["trial_keys"] == ["synthetic__pop__seed0"]
+    assert sorted(metadata["fingerprint"]["trials"]) == ["synthetic__pop__seed0", "synthetic__sasrec__seed0"]  # the whole suite
     before = snapshot(run_dir)
     code, _, err = main(capsys, "--suite", write(tmp_path, "wider.yaml", hidden=32), "--results-dir", str(results), "--no-ray",
-                        "--resume", str(run_dir), "--models", "sasrec", "--seeds", "1")
-    assert code == 2 and "trial synthetic__sasrec__seed1 is not part of the run" in err  # a model the run never had
+                        "--resume", str(run_dir), "--models", "sasrec")
+    assert code == 2 and "synthetic__sasrec__seed0 params.hidden_size: run has 16, now 32" in err  # edited since the run began
+    assert snapshot(run_dir) == before
+    code, _, err = main(capsys, "--suite", write(tmp_path, "same.yaml"), "--results-dir", str(results), "--no-ray",
+                        "--resume", str(run_dir), "--models", "sasrec")
+    assert code == 0, err
     code, _, err = main(capsys, "--suite", write(tmp_path, "same.yaml"), "--results-dir", str(results), "--no-ray",
                         "--resume", str(run_dir), "--models", "pop", "--seeds", "1", "2")
     assert code == 0, err
     metadata = json.loads((run_dir / "suite.json").read_text())
-    keys = [f"synthetic__pop__seed{seed}" for seed in (0, 1, 2)]
-    assert metadata["trial_keys"] == keys and list(metadata["fingerprint"]["trials"]) == keys
-    assert sorted(RunDir(run_dir).finished_keys()) == keys
-    assert RunDir(run_dir).trials_frame()["seed"].tolist() == [0, 1, 2]
+    keys = ["synthetic__pop__seed0", "synthetic__sasrec__seed0", "synthetic__pop__seed1", "synthetic__pop__seed2"]
+    assert metadata["trial_keys"] == keys and sorted(metadata["fingerprint"]["trials"]) == sorted(keys)
+    assert sorted(RunDir(run_dir).finished_keys()) == sorted(keys)
     assert before.keys() <= snapshot(run_dir).keys()
+
+
+def test_an_older_run_that_recorded_only_its_own_models_still_refuses_new_ones(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run_bench.main(["--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--models", "pop"]) == 0
+    [run_dir] = (results / "tiny").iterdir()
+    run = RunDir(run_dir)
+    fingerprint = run.metadata()["fingerprint"]
+    run.update_metadata(fingerprint={**fingerprint, "trials": {"synthetic__pop__seed0": fingerprint["trials"]["synthetic__pop__seed0"]}})
+    code, _, err = main(capsys, "--suite", write(tmp_path), "--results-dir", str(results), "--no-ray", "--resume", str(run_dir),
+                        "--models", "sasrec")
+    assert code == 2 and "trial synthetic__sasrec__seed0 is not part of the run" in err
 
 
 def test_a_new_seed_whose_settings_differ_from_the_runs_own_seed_is_refused():
