@@ -199,12 +199,13 @@ def command_suite(args) -> int:
         added = extend_run(run, fingerprint)
         if added:
             print(f"adding {len(added)} trial(s) to {run.path}")
-        run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
+        # the suite as last run (its report settings and model order; the fingerprint check above vouches for its numbers)
+        run.update_metadata(config=portable_suite_config(asdict(whole), data_root), resumed=[*run.metadata().get("resumed", []), provenance])
     if run is None:
         # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)
         whole_specs = {spec["key"]: spec for spec in [*trial_specs(whole), *trial_specs(suite)]}  # --seeds may go beyond the suite's
         metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
-                    "config": portable_suite_config(asdict(suite), data_root), "tuned": args.tune,
+                    "config": portable_suite_config(asdict(whole), data_root), "tuned": args.tune,
                     "trial_keys": [s["key"] for s in trial_specs(suite)],
                     "fingerprint": run_fingerprint(suite, described, list(whole_specs.values()), args.tune), "provenance": provenance}
         run = RunDir.create(results_root, suite.name, metadata)

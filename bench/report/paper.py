@@ -11,7 +11,11 @@ per-user ranks in ``trials/*.npz``); nothing is retrained or re-scored.
 - Efficiency: parameters, training time per epoch and to the best
   validation epoch, inference latency p50/p95 per user and throughput, per
   model and, for diffusion models, per number of denoising steps.
-- Published: measured numbers beside a source's numbers with the relative gap.
+- Published: measured numbers beside a source's numbers with the relative gap
+  (``report.published_models`` may take a model's numbers from another source).
+- Headline: per dataset, each model's NDCG@10 / HR@10, its verdict against
+  the best baseline in words, its training time and latency, and its gap to
+  the published number: the one table a README shows.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from bench.errors import DrbenchError
 from bench.records.fingerprint import check_comparable
 from bench.models.base import model_entry, model_names
 from bench.models.external import NO_LATENCY
-from bench.report.published import PublishedSource
+from bench.report.published import PublishedModels, PublishedSource, sources_of
 from bench.records.run_dir import RunDir
 from bench.report.significance import TEST_NAME, Comparison, compare_to_best_baseline, per_user_metric
 
@@ -177,11 +181,23 @@ def _cell_latex(cell: Cell | None, scale: float) -> str:
     return text + "".join(LATEX_SYMBOLS[mark] for mark in marks)
 
 
-def caption(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
+def _spread(table: AccuracyTable) -> str:
     seeds = sorted({c.n_seeds for c in table.cells.values()})
+    return "one seed, so no std" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"
+
+
+def _citations(published: PublishedModels) -> str:
+    """The sources' citations; with several, each says which models' numbers it gave."""
+    sources = sources_of(published)
+    if len(sources) == 1:
+        return sources[0].citation
+    cited = [f"{s.citation.rstrip('.')} ({', '.join(m for m, (source, _) in published.items() if source.key == s.key)})" for s in sources]
+    return "; ".join(cited) + "."
+
+
+def caption(table: AccuracyTable, config: ReportConfig, published: PublishedModels | None = None) -> str:
     unit = " (×100)" if config.scale == 100 else ""
-    spread = "one seed, so no std" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"
-    text = (f"Test metrics{unit} ({spread}) of the checkpoint with the best validation score"
+    text = (f"Test metrics{unit} ({_spread(table)}) of the checkpoint with the best validation score"
             + (", with each user's own training items removed from the ranking (seen-filtered)" if table.ranking == "filtered" else "")
             + ". Best mean per column in bold, second underlined.")
     if any(np.isnan(c.mean) for c in table.cells.values()):
@@ -190,8 +206,8 @@ def caption(table: AccuracyTable, config: ReportConfig, published: tuple[Publish
         text += (f" Each other model is compared with the best baseline ({', '.join(sorted(table.baselines))}) by a "
                  + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha)
                  + ": † significantly better, ↓ significantly worse, unmarked no detectable difference.")
-    if published is not None and config.layout == "metrics_as_rows":
-        text += (f" (paper) columns: published by {published[0].citation} gap = (measured − published) / published;"
+    if published and config.layout == "metrics_as_rows":
+        text += (f" (paper) columns: published by {_citations(published)} gap = (measured − published) / published;"
                  " – where the source reports no value.")
     if any(c.not_converged for c in table.cells.values()):
         text += f" {NOT_CONVERGED_NOTE}."
@@ -231,14 +247,11 @@ def latency_sentence(frame: pd.DataFrame) -> str:
     return text + (f" {pending} trial(s) not timed yet (resume the run to time them)." if pending else "") + untimed
 
 
-def published_columns(table: AccuracyTable, published: tuple[PublishedSource, dict] | None, scale: float, dataset: str,
+def published_columns(table: AccuracyTable, published: PublishedModels | None, scale: float, dataset: str,
                       metric: str) -> list[tuple[str, str]]:
     """(header, text) pairs beside a dataset x metric row: each mapped model's published value and our relative gap to it."""
-    if published is None:
-        return []
-    source, models = published
     columns = []
-    for label, paper_name in models.items():
+    for label, (source, paper_name) in (published or {}).items():
         value = source.value(dataset, paper_name, metric)
         cell = table.cell(dataset, label, metric)
         gap = "–" if value is None or cell is None or np.isnan(cell.mean) else f"{(cell.mean - value) / value:+.1%}"
@@ -246,8 +259,8 @@ def published_columns(table: AccuracyTable, published: tuple[PublishedSource, di
     return columns
 
 
-def accuracy_markdown(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
-    """The accuracy table; in the metrics-as-rows layout, ``published`` = (source, {label: source name}) adds paper columns."""
+def accuracy_markdown(table: AccuracyTable, config: ReportConfig, published: PublishedModels | None = None) -> str:
+    """The accuracy table; in the metrics-as-rows layout, ``published`` ({label: (source, name there)}) adds paper columns."""
     labels = [metric_label(m) for m in table.metrics]
     blocks = []
     if config.layout == "metrics_as_rows":
@@ -289,7 +302,7 @@ def _latex_text(text: str) -> str:
     return text
 
 
-def accuracy_latex(table: AccuracyTable, config: ReportConfig, published: tuple[PublishedSource, dict] | None = None) -> str:
+def accuracy_latex(table: AccuracyTable, config: ReportConfig, published: PublishedModels | None = None) -> str:
     labels = [metric_label(m) for m in table.metrics]
     lines = [r"\begin{table}[t]", r"\centering", r"\small"]
     if config.layout == "metrics_as_rows":
@@ -413,10 +426,10 @@ def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
-def published_frame(table: AccuracyTable, source: PublishedSource, models: dict[str, str]) -> pd.DataFrame:
-    """Measured vs published for every cell the source reports; gap = (measured - published) / published."""
+def published_frame(table: AccuracyTable, published: PublishedModels) -> pd.DataFrame:
+    """Measured vs published for every cell a model's source reports; gap = (measured - published) / published."""
     rows = []
-    for label, paper_name in models.items():
+    for label, (source, paper_name) in published.items():
         for dataset in table.datasets:
             for metric in table.metrics:
                 published = source.value(dataset, paper_name, metric)
@@ -424,21 +437,130 @@ def published_frame(table: AccuracyTable, source: PublishedSource, models: dict[
                 if published is None:
                     continue
                 measured = cell.mean if cell else np.nan
-                rows.append({"dataset": dataset, "metric": metric, "model": label, "source_model": paper_name,
+                rows.append({"dataset": dataset, "metric": metric, "model": label, "source": source.key, "source_model": paper_name,
                              "measured": measured, "published": published, "gap": (measured - published) / published})
     return pd.DataFrame(rows)
 
 
-def published_markdown(rows: pd.DataFrame, source: PublishedSource, scale: float) -> str:
+def published_markdown(rows: pd.DataFrame, sources: list[PublishedSource], scale: float) -> str:
+    """Measured beside published; the caption cites every source, and names each row's source when there are several."""
     if rows.empty:
-        return f"No cell of this run is reported by {source.key}.\n"
-    body = [[r["dataset"], metric_label(r["metric"]), f"{r['model']} ({r['source_model']})",
+        return f"No cell of this run is reported by {' or '.join(s.key for s in sources)}.\n"
+    several = len(sources) > 1
+    body = [[r["dataset"], metric_label(r["metric"]), f"{r['model']} ({r['source_model']}{', ' + r['source'] if several else ''})",
              "–" if pd.isna(r["measured"]) else _number(r["measured"], scale), _number(r["published"], scale),
              "–" if pd.isna(r["gap"]) else f"{r['gap']:+.1%}"] for _, r in rows.iterrows()]
     table = tabulate(body, headers=["dataset", "metric", "model (as in source)", "measured", "published", "gap"],
                      tablefmt="github", disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right"))
-    return (f"{table}\n\nPublished: {source.citation} Protocol there: {source.protocol}. {source.checked} "
-            "Gap = (measured − published) / published.\n")
+    cited = "\n\n".join(f"Published{f' ({s.key})' if several else ''}: {s.citation} Protocol there: {s.protocol}. {s.checked}" for s in sources)
+    return f"{table}\n\n{cited}\n\nGap = (measured − published) / published.\n"
+
+
+HEADLINE_METRICS = ("ndcg@10", "hr@10")  # what a reader of a recommender paper looks at first
+
+
+def headline_metrics(metrics: list[str]) -> list[str]:
+    """NDCG@10 and HR@10 when the report has both, else its first two metrics; the verdict is on the first."""
+    return list(HEADLINE_METRICS) if set(HEADLINE_METRICS) <= set(metrics) else list(metrics[:2])
+
+
+def _headline_verdict(table: AccuracyTable, dataset: str, model: str, metric: str, reference: str) -> str:
+    """In words, against the best baseline; "" where nothing was compared (no reference, or the metric not measured)."""
+    if not reference:
+        return ""
+    if model == reference:
+        return "best baseline"
+    return "baseline" if model in table.baselines else table.cell(dataset, model, metric).verdict
+
+
+def _first(rows: pd.DataFrame, column: str) -> float:
+    return rows[column].iloc[0] if column in rows and not rows.empty else np.nan
+
+
+def _headline_cost(efficiency: pd.DataFrame, dataset: str, model: str, steps) -> dict:
+    """Training time to the tested epoch and latency p50 of a model, timed at the steps its accuracy was tested with."""
+    rows = efficiency[(efficiency["dataset"] == dataset) & (efficiency["model"] == model)]
+    # a swept diffusion model has one row per step count (its training columns repeat); a step count never timed reads –
+    timed = rows[rows["steps"] == steps] if len(rows) > 1 else rows
+    return {"time_to_best_s": _first(rows, "time_to_best_s"), "latency_steps": _first(timed, "steps"),
+            "latency_p50_ms": _first(timed, "latency_p50_ms")}
+
+
+def headline_frame(table: AccuracyTable, frame: pd.DataFrame, efficiency: pd.DataFrame, published: PublishedModels | None) -> pd.DataFrame:
+    """One row per dataset x model: the headline metrics, the verdict on the first, training and inference cost, published gap."""
+    metrics = headline_metrics(table.metrics)
+    first = metrics[0]
+    ok = frame[frame["status"] == "ok"]
+    configured = ok.groupby(["dataset", "model"], sort=False)["inference_steps"].first() if "inference_steps" in ok else pd.Series(dtype=float)
+    references = {c.dataset: c.reference for c in table.comparisons if c.metric == first}
+    rows = []
+    for dataset in table.datasets:
+        reference = references.get(dataset, "")
+        for model in table.models:
+            cells = [table.cell(dataset, model, metric) for metric in metrics]
+            if cells[0] is None:  # no successful trial of this model on this dataset
+                continue
+            source, name = (published or {}).get(model, (None, ""))
+            value = source.value(dataset, name, first) if source else None
+            row = {"dataset": dataset, "model": model, "baseline": model in table.baselines, "compared_to": reference,
+                   "verdict_metric": first, "verdict": _headline_verdict(table, dataset, model, first, reference), "p_holm": cells[0].p_holm}
+            for metric, cell in zip(metrics, cells):
+                row |= {f"{metric}_mean": cell.mean, f"{metric}_std": cell.std}
+            row |= {"seeds": cells[0].n_seeds, **_headline_cost(efficiency, dataset, model, configured.get((dataset, model), np.nan)),
+                    "published_source": source.key if source else "", "published_model": name,
+                    "published": np.nan if value is None else value, "gap": np.nan if value is None else (cells[0].mean - value) / value,
+                    "not_converged_seeds": cells[0].not_converged}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline_caption(table: AccuracyTable, config: ReportConfig, frame: pd.DataFrame, published: PublishedModels | None) -> str:
+    labels = [metric_label(m) for m in headline_metrics(table.metrics)]
+    unit = "×100, " if config.scale == 100 else ""
+    text = f"Test {' and '.join(labels)} ({unit}{_spread(table)}) of the checkpoint with the best validation score."
+    if table.comparisons:
+        text += (f" `vs` column: {labels[0]} against the dataset's best baseline by a "
+                 + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha)
+                 + " (those of the accuracy table); † / ↓ beside a number: significantly better / worse on that metric.")
+    else:
+        text += " No significance test: the run needs a baseline and another model on a dataset."
+    if any(np.isnan(c.mean) for c in table.cells.values()):
+        text += f" {NOT_APPLICABLE}: K beyond the model's generated list."
+    if any(c.not_converged for c in table.cells.values()):
+        text += f" {NOT_CONVERGED_NOTE}."
+    text += (" `s to best`: mean training seconds (validation excluded) until the tested epoch; `ms/user p50` at the model's configured "
+             f"number of denoising steps. {latency_sentence(frame)}")
+    if published:
+        text += f" Published: {_citations(published)} Gap = (measured − published) / published; – where the source reports no value."
+    if not table.failed.empty:
+        text += f" {len(table.failed)} failed trial(s) not shown (listed under the accuracy table)."
+    return (text + " " + table.provenance).strip()
+
+
+def _headline_row(row: pd.Series, table: AccuracyTable, config: ReportConfig, metrics: list[str], with_published: bool) -> list[str]:
+    # no bold / underline (unreadable in a terminal), and the ‡ marks the model once, not each of its numbers
+    cells = [_cell_markdown(replace(table.cell(row["dataset"], row["model"], m), place=0, not_converged=0), config.scale) for m in metrics]
+    text = [f"{row['model']} {NOT_CONVERGED}" if row["not_converged_seeds"] else row["model"], *cells, row["verdict"] or "–",
+            _efficiency_value(row["time_to_best_s"], "time_to_best_s"), _efficiency_value(row["latency_p50_ms"], "latency_p50_ms")]
+    if with_published:
+        text += ["–" if pd.isna(row["published"]) else _number(row["published"], config.scale),
+                 "–" if pd.isna(row["gap"]) else f"{row['gap']:+.1%}"]
+    return text
+
+
+def headline_markdown(table: AccuracyTable, headline: pd.DataFrame, config: ReportConfig, frame: pd.DataFrame,
+                      published: PublishedModels | None) -> str:
+    """Per dataset: does each model beat the best baseline, and at what training and inference cost (README-sized)."""
+    metrics = headline_metrics(table.metrics)
+    labels = [metric_label(m) for m in metrics]
+    blocks = []
+    for dataset, rows in headline.groupby("dataset", sort=False):
+        headers = ["model", *labels, f"vs {rows['compared_to'].iloc[0] or 'best baseline'}", "s to best", "ms/user p50"]
+        headers += [f"{labels[0]} published", "gap"] if published else []
+        body = [_headline_row(row, table, config, metrics, bool(published)) for _, row in rows.iterrows()]
+        align = ("left", *["right"] * len(metrics), "left", *["right"] * (len(headers) - len(metrics) - 2))
+        blocks.append(f"**{dataset}**\n\n" + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True, colalign=align))
+    return "\n\n".join(blocks) + f"\n\n{headline_caption(table, config, frame, published)}\n"
 
 
 def report_config(run: RunDir) -> ReportConfig:
@@ -470,7 +592,7 @@ def write_report(run: RunDir) -> Path:
     """Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) of a run into ``<run>/report/``; returns that folder."""
     from bench.report.curves import equal_epoch_frame, equal_epoch_markdown
     from bench.report.plots import write_plots
-    from bench.report.published import load_source
+    from bench.report.published import load_source, published_models
     from bench.files import atomic_write
 
     config = report_config(run)
@@ -483,7 +605,7 @@ def write_report(run: RunDir) -> Path:
         return out
     table = accuracy_table(run, frame, config)
     source = load_source(config.published) if config.published else None
-    published = (source, dict(config.published_models)) if source and config.published_models else None
+    published = published_models(source, dict(config.published_models)) if source and config.published_models else None
     accuracy_md = accuracy_markdown(table, config, published)
     atomic_write(out / "accuracy.md", accuracy_md)
     atomic_write(out / "accuracy.tex", accuracy_latex(table, config, published))
@@ -500,16 +622,21 @@ def write_report(run: RunDir) -> Path:
     atomic_write(out / "efficiency.md", efficiency_md)
     atomic_write(out / "efficiency.tex", efficiency_latex(efficiency, frame))
     atomic_write(out / "efficiency.csv", efficiency.to_csv(index=False))
-    sections = [f"# Report of {run.path.name}", "", "## Accuracy", "", accuracy_md]
+    headline = headline_frame(table, frame, efficiency, published)
+    headline_md = headline_markdown(table, headline, config, frame, published)
+    atomic_write(out / "headline.md", headline_md)
+    atomic_write(out / "headline.csv", headline.to_csv(index=False))
+    sections = [f"# Report of {run.path.name}", "", "## Headline", "", headline_md, "## Accuracy", "", accuracy_md]
     if filtered_md:
         sections += ["## Accuracy with the user's own items filtered out", "", filtered_md]
     sections += ["## Efficiency", "", efficiency_md]
     if source is not None:
-        published_rows = published_frame(table, source, dict(config.published_models))
-        published_md = published_markdown(published_rows, source, config.scale)
+        published_rows = published_frame(table, published or {})
+        sources = sources_of(published or {}, source)
+        published_md = published_markdown(published_rows, sources, config.scale)
         atomic_write(out / "published.md", published_md)
         atomic_write(out / "published.csv", published_rows.to_csv(index=False))
-        sections += [f"## Measured vs published ({source.key})", "", published_md]
+        sections += [f"## Measured vs published ({', '.join(s.key for s in sources)})", "", published_md]
     monitor = (run.metadata().get("config") or {}).get("protocol", {}).get("monitor", "ndcg@10")
     records = run.records()
     curves = equal_epoch_frame(records, monitor, table.baselines, order=list(dict.fromkeys(frame["model"])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.errors import DrbenchError
+from bench.report.published import check_published
 
 
 REPORT_LAYOUTS = ("models_as_rows", "metrics_as_rows")
@@ -20,7 +21,7 @@ class ReportConfig:
     layout: str = "models_as_rows"  # "metrics_as_rows": one row per dataset x metric, one column per model
     significance_alpha: float = 0.05
     published: str = ""  # a source in bench/report/published.yaml to print beside the measured numbers
-    published_models: dict = field(default_factory=dict)  # model label -> the source's model name
+    published_models: dict = field(default_factory=dict)  # model label -> its name in `published`, or "source-key:Model" for another source
 
     def validate(self) -> None:
         if self.layout not in REPORT_LAYOUTS:
@@ -31,8 +32,8 @@ class ReportConfig:
                 raise DrbenchError(f"report.metrics: '{metric}' is not NAME@K with NAME one of {', '.join(REPORT_METRICS)}")
         if self.scale <= 0 or not 0 < self.significance_alpha < 1:
             raise DrbenchError("report.scale must be > 0 and report.significance_alpha in (0, 1)")
-        if self.published_models and not self.published:
-            raise DrbenchError("report.published_models needs report.published (a source in bench/report/published.yaml)")
+        if self.published or self.published_models:
+            check_published(self.published, dict(self.published_models))
 
 
 def default_report_metrics(ks) -> list[str]:

@@ -177,15 +177,19 @@ def test_a_run_made_in_parts_takes_the_suites_other_models_and_more_seeds_but_no
     metadata = json.loads((run_dir / "suite.json").read_text())
     assert metadata["trial_keys"] == ["synthetic__pop__seed0"]
     assert sorted(metadata["fingerprint"]["trials"]) == ["synthetic__pop__seed0", "synthetic__sasrec__seed0"]  # the whole suite
+    assert [m["label"] for m in metadata["config"]["models"]] == ["pop", "sasrec"]  # the tables' order of models
     before = snapshot(run_dir)
     code, _, err = main(capsys, "--suite", write(tmp_path, "wider.yaml", hidden=32), "--results-dir", str(results), "--no-ray",
                         "--resume", str(run_dir), "--models", "sasrec")
     assert code == 2 and "synthetic__sasrec__seed0 params.hidden_size: run has 16, now 32" in err  # edited since the run began
     assert snapshot(run_dir) == before
-    code, _, err = main(capsys, "--suite", write(tmp_path, "same.yaml"), "--results-dir", str(results), "--no-ray",
-                        "--resume", str(run_dir), "--models", "sasrec")
+    same = write(tmp_path, "same.yaml")
+    with open(same, "a") as suite:
+        suite.write("report: {metrics: [hr@10]}\n")  # report settings do not decide numbers: the run takes the latest
+    code, _, err = main(capsys, "--suite", same, "--results-dir", str(results), "--no-ray", "--resume", str(run_dir), "--models", "sasrec")
     assert code == 0, err
-    code, _, err = main(capsys, "--suite", write(tmp_path, "same.yaml"), "--results-dir", str(results), "--no-ray",
+    assert json.loads((run_dir / "suite.json").read_text())["config"]["report"]["metrics"] == ["hr@10"]
+    code, _, err = main(capsys, "--suite", same, "--results-dir", str(results), "--no-ray",
                         "--resume", str(run_dir), "--models", "pop", "--seeds", "1", "2")
     assert code == 0, err
     metadata = json.loads((run_dir / "suite.json").read_text())

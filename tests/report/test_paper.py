@@ -9,7 +9,7 @@ from bench.report.settings import ReportConfig
 from bench.protocol.metrics import summarize
 from bench.report.paper import (accuracy_frame, accuracy_latex, accuracy_markdown, accuracy_table, caption, efficiency_frame, published_frame,
                          published_markdown, suite_order, write_report)
-from bench.report.published import PublishedSource, load_source
+from bench.report.published import PublishedSource, load_source, published_models
 from bench.records.run_dir import RunDir
 
 N_ITEMS, N_USERS = 50, 400
@@ -92,9 +92,9 @@ def test_published_gap_is_relative_to_the_published_value(run):
     table = accuracy_table(run, run.trials_frame(), ReportConfig(metrics=["ndcg@10"]))
     measured = table.cell("toy", "diffurec", "ndcg@10").mean
     source = PublishedSource("src", "A paper.", "loo", "by hand", {"toy": {"PaperName": {"ndcg@10": measured / 2}}})
-    rows = published_frame(table, source, {"diffurec": "PaperName", "sasrec": "NotInSource"})
+    rows = published_frame(table, published_models(source, {"diffurec": "PaperName", "sasrec": "NotInSource"}))
     assert len(rows) == 1 and rows["gap"].iloc[0] == pytest.approx(1.0)
-    assert "+100.0%" in published_markdown(rows, source, 1.0)
+    assert "+100.0%" in published_markdown(rows, [source], 1.0)
 
 
 def test_paper_layout_puts_published_numbers_and_gaps_beside_each_row(run):
@@ -102,14 +102,14 @@ def test_paper_layout_puts_published_numbers_and_gaps_beside_each_row(run):
     table = accuracy_table(run, run.trials_frame(), config)
     measured = table.cell("toy", "diffurec", "ndcg@10").mean
     source = PublishedSource("src", "A paper.", "loo", "by hand", {"toy": {"PaperName": {"ndcg@10": measured / 2}}})
-    markdown = accuracy_markdown(table, config, (source, {"diffurec": "PaperName"}))
+    markdown = accuracy_markdown(table, config, published_models(source, {"diffurec": "PaperName"}))
     lines = markdown.splitlines()
     assert "PaperName (paper)" in lines[0] and "gap diffurec" in lines[0]
     ndcg_row = next(line for line in lines if "NDCG@10" in line)
     assert f"{measured / 2 * 100:.2f}" in ndcg_row and "+100.0%" in ndcg_row
     hr_row = next(line for line in lines if "HR@10" in line)
     assert hr_row.rstrip(" |").endswith("–")  # the source reports no HR@10: no number is invented
-    latex = accuracy_latex(table, config, (source, {"diffurec": "PaperName"}))
+    latex = accuracy_latex(table, config, published_models(source, {"diffurec": "PaperName"}))
     assert "PaperName (paper)" in latex and r"+100.0\%" in latex
 
 
