@@ -191,6 +191,8 @@ def command_suite(args) -> int:
     provenance = {**code_version(), **environment(pick_device())}  # the driver's; each record has its worker's
     if run is not None:
         check_resume(run, fingerprint)  # nothing is written before this passes
+        # the suite as last run (its report settings and model order; the fingerprint check above vouches for its numbers)
+        run.update_metadata(config=portable_suite_config(asdict(whole), data_root))
         if not args.tune and not pending_specs(suite, run) and not pending_latency(run):
             print(f"all {len(fingerprint['trials'])} trials of {run.path} are already finished; nothing to run.")
             print(terminal_table(write_tables(run), run.steps_frame()))
@@ -199,8 +201,7 @@ def command_suite(args) -> int:
         added = extend_run(run, fingerprint)
         if added:
             print(f"adding {len(added)} trial(s) to {run.path}")
-        # the suite as last run (its report settings and model order; the fingerprint check above vouches for its numbers)
-        run.update_metadata(config=portable_suite_config(asdict(whole), data_root), resumed=[*run.metadata().get("resumed", []), provenance])
+        run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
     if run is None:
         # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)
         whole_specs = {spec["key"]: spec for spec in [*trial_specs(whole), *trial_specs(suite)]}  # --seeds may go beyond the suite's
