@@ -91,17 +91,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def select(suite, args, parts: bool = True):
-    """Apply --models/--datasets/--seeds (with ``parts``) and --train-budget to a suite, rejecting names it does not contain.
-
-    ``parts=False`` keeps every model and seed: the whole suite a run made in parts belongs to.
-    """
-    if args.models and parts:
+def select_part(suite, args):
+    """Apply --models/--seeds to a suite, rejecting labels it does not contain: the part of it this invocation runs."""
+    if args.models:
         labels = [m.label for m in suite.models]
         unknown = [m for m in args.models if m not in labels]
         if unknown:
             raise DrbenchError(f"--models: {', '.join(unknown)} not in suite '{suite.name}'; its models are: {', '.join(labels)}")
         suite = replace(suite, models=[m for m in suite.models if m.label in args.models])
+    if args.seeds:
+        suite = replace(suite, seeds=list(args.seeds))
+    return suite
+
+
+def select(suite, args):
+    """Apply --datasets and --train-budget to a suite, rejecting names it does not know."""
     if args.datasets:
         from bench.data import dataset_names
 
@@ -110,8 +114,6 @@ def select(suite, args, parts: bool = True):
                 raise DrbenchError(f"--datasets: unknown dataset '{name}'; known datasets: {', '.join(dataset_names())}, "
                                    "or the name of a dataset card given with --dataset-card FILE")
         suite = replace(suite, datasets=list(args.datasets))
-    if args.seeds and parts:
-        suite = replace(suite, seeds=list(args.seeds))
     if args.train_budget is not None:
         if args.train_budget <= 0:
             raise DrbenchError(f"--train-budget must be a positive number of minutes, got {args.train_budget}")
@@ -169,11 +171,10 @@ def command_suite(args) -> int:
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
                            "Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
-    loaded = load_suite(args.suite, args.plugin)
-    suite = apply_fallbacks(select(loaded, args), data_root)
     # every model and seed of the suite, on the datasets run: a run started with --models or --seeds records them all,
     # so that later parts (--resume with other models) are checked against the settings the run began with
-    whole = apply_fallbacks(select(loaded, args, parts=False), data_root, echo=lambda line: None)
+    whole = apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root)
+    suite = select_part(whole, args)
     if args.tune:
         from bench.run.sweep import check_spaces
 
@@ -266,11 +267,7 @@ def command_predictions(args) -> int:
     if args.no_ray and args.address:
         raise DrbenchError("--no-ray runs the scoring in this process; --address names a Ray cluster. Drop one of the two options.")
     data_root = resolve_data_root(args.data_root)
-    loaded = load_suite(args.suite, args.plugin)
-    suite = apply_fallbacks(select(loaded, args), data_root)
-    # every model and seed of the suite, on the datasets run: a run started with --models or --seeds records them all,
-    # so that later parts (--resume with other models) are checked against the settings the run began with
-    whole = apply_fallbacks(select(loaded, args, parts=False), data_root, echo=lambda line: None)
+    suite = select_part(apply_fallbacks(select(load_suite(args.suite, args.plugin), args), data_root), args)
     if args.export_split:
         export_split(suite, Path(args.export_split), data_root)
         return 0
