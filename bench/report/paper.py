@@ -235,6 +235,29 @@ def provenance_sentence(frame: pd.DataFrame) -> str:
     return ("; ".join(parts) + ".") if parts else ""
 
 
+def machine_letters(frame: pd.DataFrame) -> dict[str, str]:
+    """Hardware -> "A", "B", ... when the successful trials ran on more than one machine, else {} (nothing to mark)."""
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+    hardware = _distinct(ok, "hardware")
+    return {h: chr(ord("A") + i) for i, h in enumerate(hardware)} if len(hardware) > 1 else {}
+
+
+def machine_of(frame: pd.DataFrame, letters: dict[str, str]) -> pd.Series:
+    """Per dataset x model: the letters of the machines its seeds trained on ("A", or "A+B" for seeds split across two)."""
+    ok = frame[frame["status"] == "ok"]
+    return ok.groupby(["dataset", "model"], sort=False)["hardware"].agg(
+        lambda values: "+".join(sorted({letters[v] for v in values.dropna()})))
+
+
+def machines_sentence(letters: dict[str, str]) -> str:
+    """Why a table has a `machine` column: its time and latency columns were measured on different CPUs or GPUs."""
+    if not letters:
+        return ""
+    named = "; ".join(f"{letter} = {hardware}" for hardware, letter in letters.items())
+    return (f"`machine`: where the model's trials trained and were timed ({named}); training time and latency compare"
+            " reliably only between rows of one machine.")
+
+
 def latency_sentence(frame: pd.DataFrame) -> str:
     """How the latency columns were measured, from the trials' own records."""
     methods = _distinct(frame, "latency_method")
@@ -367,12 +390,15 @@ def efficiency_frame(run: RunDir, frame: pd.DataFrame, steps: pd.DataFrame) -> p
     rows = ok.groupby(["dataset", "model"], sort=False)[columns].mean().reset_index()
     rows.insert(2, "steps", ok.groupby(["dataset", "model"], sort=False)["inference_steps"].first().values
                 if "inference_steps" in ok else np.nan)
+    letters = machine_letters(ok)
+    if letters:
+        rows.insert(2, "machine", machine_of(ok, letters).values)
     if not steps.empty:
         per_step = steps.groupby(["dataset", "model", "inference_steps"], sort=False)[
             [c for c in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "users_per_s", "test_ndcg@10") if c in steps]].mean().reset_index()
         per_step = per_step.rename(columns={"inference_steps": "steps"})
         trained = rows.set_index(["dataset", "model"])
-        for column in ("num_parameters", "epoch_time_s", "best_epoch", "time_to_best_s", "train_time_s"):
+        for column in ("machine", "num_parameters", "epoch_time_s", "best_epoch", "time_to_best_s", "train_time_s"):
             if column in trained:
                 per_step[column] = [trained.loc[(d, m), column] for d, m in zip(per_step["dataset"], per_step["model"])]
         swept = set(zip(per_step["dataset"], per_step["model"]))
@@ -396,27 +422,33 @@ def _efficiency_value(value, column: str) -> str:
 
 
 def efficiency_rows(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    columns = ["steps", *[c for c in EFFICIENCY_COLUMNS if c in rows]]
+    machine = ["machine"] if "machine" in rows else []
+    columns = [*machine, "steps", *[c for c in EFFICIENCY_COLUMNS if c in rows]]
     headers = ["dataset", "model", *[EFFICIENCY_COLUMNS.get(c, c) for c in columns]]
-    body = [[r["dataset"], r["model"], *[_efficiency_value(r[c], c) for c in columns]] for _, r in rows.iterrows()]
+    body = [[r["dataset"], r["model"], *[r[c] if c == "machine" else _efficiency_value(r[c], c) for c in columns]]
+            for _, r in rows.iterrows()]
     return headers, body
 
 
 def efficiency_caption(frame: pd.DataFrame) -> str:
     return ("Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested. "
             f"{latency_sentence(frame)} Diffusion models have one row per number of denoising steps (one training run, so "
-            f"training columns repeat). {provenance_sentence(frame)}").strip()
+            f"training columns repeat). {machines_sentence(machine_letters(frame)) if not frame.empty else ''} "
+            f"{provenance_sentence(frame)}").replace("  ", " ").strip()
 
 
 def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
     headers, body = efficiency_rows(rows)
-    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True, colalign=("left", "left") + ("right",) * (len(headers) - 2))
+    left = 3 if "machine" in rows else 2
+    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
+                     colalign=("left",) * left + ("right",) * (len(headers) - left))
     return table + "\n\n" + efficiency_caption(frame if frame is not None else pd.DataFrame()) + "\n"
 
 
 def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
     headers, body = efficiency_rows(rows)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{ll{'r' * (len(headers) - 2)}}}", r"\toprule",
+    left = 3 if "machine" in rows else 2
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{'l' * left}{'r' * (len(headers) - left)}}}", r"\toprule",
              " & ".join(map(_latex_escape, headers)) + r" \\", r"\midrule"]
     lines += [" & ".join(_latex_text(v) for v in row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}",
@@ -492,6 +524,10 @@ def headline_frame(table: AccuracyTable, frame: pd.DataFrame, efficiency: pd.Dat
     first = metrics[0]
     ok = frame[frame["status"] == "ok"]
     configured = ok.groupby(["dataset", "model"], sort=False)["inference_steps"].first() if "inference_steps" in ok else pd.Series(dtype=float)
+    letters = machine_letters(ok)
+    machine = machine_of(ok, letters) if letters else pd.Series(dtype=str)
+    hardware = ok.groupby(["dataset", "model"], sort=False)["hardware"].agg(lambda v: " + ".join(dict.fromkeys(v.dropna()))) \
+        if "hardware" in ok else pd.Series(dtype=str)
     references = {c.dataset: c.reference for c in table.comparisons if c.metric == first}
     rows = []
     for dataset in table.datasets:
@@ -509,7 +545,9 @@ def headline_frame(table: AccuracyTable, frame: pd.DataFrame, efficiency: pd.Dat
             row |= {"seeds": cells[0].n_seeds, **_headline_cost(efficiency, dataset, model, configured.get((dataset, model), np.nan)),
                     "published_source": source.key if source else "", "published_model": name,
                     "published": np.nan if value is None else value, "gap": np.nan if value is None else (cells[0].mean - value) / value,
-                    "not_converged_seeds": cells[0].not_converged}
+                    "not_converged_seeds": cells[0].not_converged, "hardware": hardware.get((dataset, model), "")}
+            if letters:
+                row["machine"] = machine.get((dataset, model), "")
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -530,6 +568,8 @@ def headline_caption(table: AccuracyTable, config: ReportConfig, frame: pd.DataF
         text += f" {NOT_CONVERGED_NOTE}."
     text += (" `s to best`: mean training seconds (validation excluded) until the tested epoch; `ms/user p50` at the model's configured "
              f"number of denoising steps. {latency_sentence(frame)}")
+    if machines := machines_sentence(machine_letters(frame)):
+        text += " " + machines
     if published:
         text += f" Published: {_citations(published)} Gap = (measured − published) / published; – where the source reports no value."
     if not table.failed.empty:
@@ -541,6 +581,7 @@ def _headline_row(row: pd.Series, table: AccuracyTable, config: ReportConfig, me
     # no bold / underline (unreadable in a terminal), and the ‡ marks the model once, not each of its numbers
     cells = [_cell_markdown(replace(table.cell(row["dataset"], row["model"], m), place=0, not_converged=0), config.scale) for m in metrics]
     text = [f"{row['model']} {NOT_CONVERGED}" if row["not_converged_seeds"] else row["model"], *cells, row["verdict"] or "–",
+            *([row["machine"]] if "machine" in row else []),
             _efficiency_value(row["time_to_best_s"], "time_to_best_s"), _efficiency_value(row["latency_p50_ms"], "latency_p50_ms")]
     if with_published:
         text += ["–" if pd.isna(row["published"]) else _number(row["published"], config.scale),
@@ -555,10 +596,12 @@ def headline_markdown(table: AccuracyTable, headline: pd.DataFrame, config: Repo
     labels = [metric_label(m) for m in metrics]
     blocks = []
     for dataset, rows in headline.groupby("dataset", sort=False):
-        headers = ["model", *labels, f"vs {rows['compared_to'].iloc[0] or 'best baseline'}", "s to best", "ms/user p50"]
+        machine = ["machine"] if "machine" in rows else []
+        headers = ["model", *labels, f"vs {rows['compared_to'].iloc[0] or 'best baseline'}", *machine, "s to best", "ms/user p50"]
         headers += [f"{labels[0]} published", "gap"] if published else []
         body = [_headline_row(row, table, config, metrics, bool(published)) for _, row in rows.iterrows()]
-        align = ("left", *["right"] * len(metrics), "left", *["right"] * (len(headers) - len(metrics) - 2))
+        align = ("left", *["right"] * len(metrics), "left", *["left"] * len(machine),
+                 *["right"] * (len(headers) - len(metrics) - 2 - len(machine)))
         blocks.append(f"**{dataset}**\n\n" + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True, colalign=align))
     return "\n\n".join(blocks) + f"\n\n{headline_caption(table, config, frame, published)}\n"
 

@@ -148,3 +148,37 @@ def test_paper_columns_of_the_accuracy_table_take_a_prefixed_model_from_its_own_
     assert "SASRec (paper)" in header and "DiffuRec (paper)" in header
     assert "0.0500" in row and "0.0800" in row
     assert "published by Main paper, Table 1 (sasrec); Other paper, Table 2 (diffurec)." in accuracy
+
+
+def _set_hardware(run, hardware_by_key: dict[str, str]) -> None:
+    for key, hardware in hardware_by_key.items():
+        path = run.path / "trials" / f"{key}.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"hardware": hardware}))
+
+
+def test_trials_from_two_machines_are_labelled_per_row_in_the_headline_and_efficiency_tables(run):
+    # a suite run in parts can land on different CPUs: time and latency then compare only within one machine
+    _set_hardware(run, {"toy__pop__seed0": "CPU one", "toy__pop__seed1": "CPU one", "toy__sasrec__seed0": "CPU one",
+                        "toy__sasrec__seed1": "CPU two", "toy__diffurec__seed0": "CPU two", "toy__diffurec__seed1": "CPU two"})
+    out = write_report(run)
+    markdown = (out / "headline.md").read_text()
+    header = [cell.strip() for cell in markdown.splitlines()[2].strip("|").split("|")]
+    assert header == ["model", "NDCG@10", "HR@10", "vs sasrec", "machine", "s to best", "ms/user p50"]
+    assert [_row(markdown, m)[4] for m in ("pop", "sasrec", "diffurec")] == ["A", "A+B", "B"]
+    assert "A = CPU one; B = CPU two" in markdown and "compare reliably only between rows of one machine" in markdown
+    csv = pd.read_csv(out / "headline.csv").set_index("model")
+    assert csv.loc["sasrec", "hardware"] == "CPU one + CPU two" and csv.loc["diffurec", "machine"] == "B"
+
+    efficiency = (out / "efficiency.md").read_text()
+    assert efficiency.splitlines()[0].replace(" ", "").startswith("|dataset|model|machine|steps|")
+    diffurec_rows = [line for line in efficiency.splitlines() if line.startswith("| toy ") and " diffurec " in line]
+    assert len(diffurec_rows) == 2 and all("| B " in line for line in diffurec_rows)  # every step row of the sweep
+    assert "A = CPU one" in efficiency
+    assert "\\begin{tabular}{lllrrr" in (out / "efficiency.tex").read_text()  # dataset, model, machine left-aligned
+
+
+def test_one_machine_needs_no_machine_column(run):
+    _set_hardware(run, {f"toy__{m}__seed{s}": "CPU one" for m in ("pop", "sasrec", "diffurec") for s in (0, 1)})
+    out = write_report(run)
+    assert "machine" not in (out / "headline.md").read_text() and "machine" not in (out / "efficiency.md").read_text()
+    assert pd.read_csv(out / "headline.csv")["hardware"].eq("CPU one").all()
