@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from bench.report.machines import machine_letters, machine_of, machines_sentence
 from bench.report.settings import ReportConfig
 from bench.report.tables import NOT_APPLICABLE, NOT_CONVERGED, NOT_CONVERGED_NOTE, not_converged, write_tables
 from bench.errors import DrbenchError
@@ -233,29 +234,6 @@ def provenance_sentence(frame: pd.DataFrame) -> str:
     if commits:
         parts.append(f"code {', '.join(commits)}")
     return ("; ".join(parts) + ".") if parts else ""
-
-
-def machine_letters(frame: pd.DataFrame) -> dict[str, str]:
-    """Hardware -> "A", "B", ... when the successful trials ran on more than one machine, else {} (nothing to mark)."""
-    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
-    hardware = _distinct(ok, "hardware")
-    return {h: chr(ord("A") + i) for i, h in enumerate(hardware)} if len(hardware) > 1 else {}
-
-
-def machine_of(frame: pd.DataFrame, letters: dict[str, str]) -> pd.Series:
-    """Per dataset x model: the letters of the machines its seeds trained on ("A", or "A+B" for seeds split across two)."""
-    ok = frame[frame["status"] == "ok"]
-    return ok.groupby(["dataset", "model"], sort=False)["hardware"].agg(
-        lambda values: "+".join(sorted({letters[v] for v in values.dropna()})))
-
-
-def machines_sentence(letters: dict[str, str]) -> str:
-    """Why a table has a `machine` column: its time and latency columns were measured on different CPUs or GPUs."""
-    if not letters:
-        return ""
-    named = "; ".join(f"{letter} = {hardware}" for hardware, letter in letters.items())
-    return (f"`machine`: where the model's trials trained and were timed ({named}); training time and latency compare"
-            " reliably only between rows of one machine.")
 
 
 def latency_sentence(frame: pd.DataFrame) -> str:

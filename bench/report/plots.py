@@ -2,7 +2,8 @@
 
 - ``metrics``: per dataset, NDCG@10 and HR@10 per model, error bars = sample std over seeds.
 - ``pareto``: accuracy vs per-user latency; diffusion models get one point per
-  number of denoising steps, connected; the Pareto front over all points is drawn.
+  number of denoising steps, connected; the Pareto front over all points is drawn;
+  a run trained on several machines draws each machine with its own marker.
 - ``steps``: quality vs denoising steps, per diffusion model.
 - ``validation``: the validation metric per epoch, per model (one line per seed).
 """
@@ -23,6 +24,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.files import atomic_write  # noqa: E402
+from bench.report.machines import machine_letters, machine_marker, machine_of, MARKERS, SPLIT_MARKER  # noqa: E402
 
 ACCURACY = "test_ndcg@10"
 
@@ -90,6 +92,8 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
     datasets = list(dict.fromkeys(points["dataset"]))
     models = list(dict.fromkeys(frame["model"]))
     colors = _palette(models)
+    letters = machine_letters(frame)  # several machines: latency compares only within one, so each gets a marker
+    machines = machine_of(frame, letters) if letters else pd.Series(dtype=str)
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
         subset = points[points["dataset"] == dataset]
@@ -98,8 +102,8 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
         for model, group in subset.groupby("model", sort=False):
             group = group.sort_values("steps")
             swept = group["steps"].notna().any()
-            axis.plot(group["latency_p50_ms"], group[ACCURACY], marker="o", linestyle="-" if swept else "none",
-                      color=colors[model], label=model)
+            axis.plot(group["latency_p50_ms"], group[ACCURACY], marker=machine_marker(machines.get((dataset, model), "A")),
+                      linestyle="-" if swept else "none", color=colors[model], label=model)
             if swept:
                 for i, (_, row) in enumerate(group.iterrows()):
                     # alternate above/below so that labels of nearby step counts do not overprint
@@ -110,9 +114,17 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
         axis.set_xlabel("latency per user, p50 (ms, log scale)")
         axis.set_ylabel("test NDCG@10")
         axis.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    figure.suptitle("Accuracy vs latency (numbers: denoising steps)")
+    by_label = {}
+    for axis in axes[0]:  # every model once, also one that ran on only some datasets
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            # with several machines the marker tells the machine, so a model's entry shows its colour only
+            by_label.setdefault(label, plt.Line2D([], [], color=colors[label], linewidth=3) if letters and label in colors else handle)
+    for hardware, letter in letters.items():
+        by_label[f"machine {letter}: {hardware}"] = plt.Line2D([], [], marker=MARKERS[ord(letter) - ord("A")], color="0.35", linestyle="none")
+    if letters and (machines.str.len() > 1).any():
+        by_label["seeds on several machines"] = plt.Line2D([], [], marker=SPLIT_MARKER, color="0.35", linestyle="none")
+    figure.legend(list(by_label.values()), list(by_label), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.suptitle("Accuracy vs latency (numbers: denoising steps" + ("; marker: machine)" if letters else ")"))
     figure.tight_layout()
     return _save(figure, out_dir, "pareto")
 
