@@ -196,9 +196,14 @@ def _citations(published: PublishedModels) -> str:
     return "; ".join(cited) + "."
 
 
+def _setup(config: ReportConfig) -> str:
+    """The suite's own sentence on how it was set up, as the opening of a caption ("" when it has none)."""
+    return f"{config.setup.rstrip('.')}. " if config.setup else ""
+
+
 def caption(table: AccuracyTable, config: ReportConfig, published: PublishedModels | None = None) -> str:
     unit = " (×100)" if config.scale == 100 else ""
-    text = (f"Test metrics{unit} ({_spread(table)}) of the checkpoint with the best validation score"
+    text = _setup(config) + (f"Test metrics{unit} ({_spread(table)}) of the checkpoint with the best validation score"
             + (", with each user's own training items removed from the ranking (seen-filtered)" if table.ranking == "filtered" else "")
             + ". Best mean per column in bold, second underlined.")
     if any(np.isnan(c.mean) for c in table.cells.values()):
@@ -408,22 +413,22 @@ def efficiency_rows(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
-def efficiency_caption(frame: pd.DataFrame) -> str:
-    return ("Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested. "
+def efficiency_caption(frame: pd.DataFrame, config: ReportConfig | None = None) -> str:
+    return (_setup(config or ReportConfig()) + "Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested. "
             f"{latency_sentence(frame)} Diffusion models have one row per number of denoising steps (one training run, so "
             f"training columns repeat). {machines_sentence(machine_letters(frame)) if not frame.empty else ''} "
             f"{provenance_sentence(frame)}").replace("  ", " ").strip()
 
 
-def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
+def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None, config: ReportConfig | None = None) -> str:
     headers, body = efficiency_rows(rows)
     left = 3 if "machine" in rows else 2
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                      colalign=("left",) * left + ("right",) * (len(headers) - left))
-    return table + "\n\n" + efficiency_caption(frame if frame is not None else pd.DataFrame()) + "\n"
+    return table + "\n\n" + efficiency_caption(frame if frame is not None else pd.DataFrame(), config) + "\n"
 
 
-def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> str:
+def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None, config: ReportConfig | None = None) -> str:
     headers, body = efficiency_rows(rows)
     left = 3 if "machine" in rows else 2
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{'l' * left}{'r' * (len(headers) - left)}}}", r"\toprule",
@@ -431,7 +436,7 @@ def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None) -> s
     lines += [" & ".join(_latex_text(v) for v in row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}",
               rf"\caption{{Efficiency: parameters, training time per epoch and until the selected epoch, inference latency per user "
-              rf"(p50/p95/p99) and throughput. {_latex_text(efficiency_caption(frame if frame is not None else pd.DataFrame()))}}}",
+              rf"(p50/p95/p99) and throughput. {_latex_text(efficiency_caption(frame if frame is not None else pd.DataFrame(), config))}}}",
               r"\label{tab:efficiency}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -533,7 +538,7 @@ def headline_frame(table: AccuracyTable, frame: pd.DataFrame, efficiency: pd.Dat
 def headline_caption(table: AccuracyTable, config: ReportConfig, frame: pd.DataFrame, published: PublishedModels | None) -> str:
     labels = [metric_label(m) for m in headline_metrics(table.metrics)]
     unit = "×100, " if config.scale == 100 else ""
-    text = f"Test {' and '.join(labels)} ({unit}{_spread(table)}) of the checkpoint with the best validation score."
+    text = _setup(config) + f"Test {' and '.join(labels)} ({unit}{_spread(table)}) of the checkpoint with the best validation score."
     if table.comparisons:
         text += (f" `vs` column: {labels[0]} against the dataset's best baseline by a "
                  + TEST_NAME.format(n=len(table.comparisons), alpha=config.significance_alpha)
@@ -639,9 +644,9 @@ def write_report(run: RunDir) -> Path:
         atomic_write(out / "accuracy-filtered.tex", accuracy_latex(filtered, config))
         atomic_write(out / "accuracy-filtered.csv", accuracy_frame(filtered).to_csv(index=False))
     efficiency = efficiency_frame(run, frame, steps)
-    efficiency_md = efficiency_markdown(efficiency, frame)
+    efficiency_md = efficiency_markdown(efficiency, frame, config)
     atomic_write(out / "efficiency.md", efficiency_md)
-    atomic_write(out / "efficiency.tex", efficiency_latex(efficiency, frame))
+    atomic_write(out / "efficiency.tex", efficiency_latex(efficiency, frame, config))
     atomic_write(out / "efficiency.csv", efficiency.to_csv(index=False))
     headline = headline_frame(table, frame, efficiency, published)
     headline_md = headline_markdown(table, headline, config, frame, published)

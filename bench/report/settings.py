@@ -22,6 +22,13 @@ class ReportConfig:
     significance_alpha: float = 0.05
     published: str = ""  # a source in bench/report/published.yaml to print beside the measured numbers
     published_models: dict = field(default_factory=dict)  # model label -> its name in `published`, or "source-key:Model" for another source
+    # How the suite was set up (sizes, tuning, stopping), in a sentence or two: it opens every table's caption, so that a
+    # table copied into a paper or a README says which reduced size and which hyperparameters it is of
+    setup: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.setup, str):
+            self.setup = " ".join(self.setup.split())  # a folded YAML block, on one line
 
     def validate(self) -> None:
         if self.layout not in REPORT_LAYOUTS:

@@ -182,3 +182,19 @@ def test_one_machine_needs_no_machine_column(run):
     out = write_report(run)
     assert "machine" not in (out / "headline.md").read_text() and "machine" not in (out / "efficiency.md").read_text()
     assert pd.read_csv(out / "headline.csv")["hardware"].eq("CPU one").all()
+
+
+def test_the_suites_setup_sentence_opens_every_tables_caption(run):
+    _with_report(run, {"metrics": ["ndcg@10", "hr@10"], "setup": "Every model at hidden 64,\n  nothing tuned"})
+    out = write_report(run)
+    setup = "Every model at hidden 64, nothing tuned. "
+    for name, first_words in (("headline.md", "Test NDCG@10"), ("accuracy.md", "Test metrics"), ("efficiency.md", "Means over seeds")):
+        assert (setup + first_words) in (out / name).read_text(), name
+    assert r"\caption{Every model at hidden 64, nothing tuned. Test metrics" in (out / "accuracy.tex").read_text()
+    assert "Efficiency: parameters" in (out / "efficiency.tex").read_text()
+    assert "nothing tuned. Means over seeds" in (out / "efficiency.tex").read_text()
+
+
+def test_without_a_setup_sentence_captions_open_with_the_metrics(run):
+    markdown = (write_report(run) / "headline.md").read_text()
+    assert markdown.split("\n\n")[-1].startswith("Test NDCG@10 and HR@10")
