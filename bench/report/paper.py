@@ -249,6 +249,8 @@ def latency_sentence(frame: pd.DataFrame) -> str:
     if not methods:
         return untimed.strip() or "Latency: not measured by this version of drbench (older records)."
     pending = int((frame.get("latency") == "pending").sum()) if "latency" in frame else 0
+    for hardware in machine_letters(frame):  # one method timed on several machines reads once, the machine per row
+        methods = list(dict.fromkeys(m.replace(f"on {hardware}", "on the row's machine") for m in methods))
     text = "Latency: " + "; or ".join(methods) + "."
     return text + (f" {pending} trial(s) not timed yet (resume the run to time them)." if pending else "") + untimed
 

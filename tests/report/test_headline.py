@@ -153,7 +153,7 @@ def test_paper_columns_of_the_accuracy_table_take_a_prefixed_model_from_its_own_
 def _set_hardware(run, hardware_by_key: dict[str, str]) -> None:
     for key, hardware in hardware_by_key.items():
         path = run.path / "trials" / f"{key}.json"
-        path.write_text(json.dumps(json.loads(path.read_text()) | {"hardware": hardware}))
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"hardware": hardware, "latency_method": f"timed on {hardware}"}))
 
 
 def test_trials_from_two_machines_are_labelled_per_row_in_the_headline_and_efficiency_tables(run):
@@ -166,6 +166,7 @@ def test_trials_from_two_machines_are_labelled_per_row_in_the_headline_and_effic
     assert header == ["model", "NDCG@10", "HR@10", "vs sasrec", "machine", "s to best", "ms/user p50"]
     assert [_row(markdown, m)[4] for m in ("pop", "sasrec", "diffurec")] == ["A", "A+B", "B"]
     assert "A = CPU one; B = CPU two" in markdown and "compare reliably only between rows of one machine" in markdown
+    assert "Latency: timed on the row's machine." in markdown and "timed on CPU" not in markdown  # the method once, not per machine
     csv = pd.read_csv(out / "headline.csv").set_index("model")
     assert csv.loc["sasrec", "hardware"] == "CPU one + CPU two" and csv.loc["diffurec", "machine"] == "B"
 
