@@ -416,15 +416,22 @@ def efficiency_rows(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def efficiency_caption(frame: pd.DataFrame, config: ReportConfig | None = None) -> str:
-    return (_setup(config or ReportConfig()) + "Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested. "
-            f"{latency_sentence(frame)} Diffusion models have one row per number of denoising steps (one training run, so "
-            f"training columns repeat). {machines_sentence(machine_letters(frame)) if not frame.empty else ''} "
-            f"{provenance_sentence(frame)}").replace("  ", " ").strip()
+    sentences = [_setup(config or ReportConfig()).strip(),
+                 "Means over seeds. `s to best`: training time (validation excluded) until the epoch whose checkpoint is tested.",
+                 latency_sentence(frame),
+                 "Diffusion models have one row per number of denoising steps (one training run, so training columns repeat).",
+                 machines_sentence(machine_letters(frame)), provenance_sentence(frame)]
+    return " ".join(s for s in sentences if s)
+
+
+def _text_columns(rows: pd.DataFrame) -> int:
+    """How many leading columns of the efficiency table are text (left-aligned): dataset, model and maybe machine."""
+    return 3 if "machine" in rows else 2
 
 
 def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None, config: ReportConfig | None = None) -> str:
     headers, body = efficiency_rows(rows)
-    left = 3 if "machine" in rows else 2
+    left = _text_columns(rows)
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                      colalign=("left",) * left + ("right",) * (len(headers) - left))
     return table + "\n\n" + efficiency_caption(frame if frame is not None else pd.DataFrame(), config) + "\n"
@@ -432,7 +439,7 @@ def efficiency_markdown(rows: pd.DataFrame, frame: pd.DataFrame | None = None, c
 
 def efficiency_latex(rows: pd.DataFrame, frame: pd.DataFrame | None = None, config: ReportConfig | None = None) -> str:
     headers, body = efficiency_rows(rows)
-    left = 3 if "machine" in rows else 2
+    left = _text_columns(rows)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{'l' * left}{'r' * (len(headers) - left)}}}", r"\toprule",
              " & ".join(map(_latex_escape, headers)) + r" \\", r"\midrule"]
     lines += [" & ".join(_latex_text(v) for v in row) + r" \\" for row in body]

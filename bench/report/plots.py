@@ -34,7 +34,9 @@ def _save(figure, out_dir: Path, name: str) -> list[Path]:
     for extension in ("png", "pdf"):
         path = out_dir / f"{name}.{extension}"
         buffer = BytesIO()
-        figure.savefig(buffer, format=extension, dpi=150, bbox_inches="tight")
+        # no creation date in a PDF: a rebuilt report is byte for byte the committed one
+        metadata = {"CreationDate": None} if extension == "pdf" else None
+        figure.savefig(buffer, format=extension, dpi=150, bbox_inches="tight", metadata=metadata)
         atomic_write(path, buffer.getvalue())
         written.append(path)
     plt.close(figure)

@@ -134,6 +134,14 @@ def test_write_report_writes_tables_and_figures(run):
     assert (pd.read_csv(out / "accuracy.csv")["verdict"] == "better").any()
 
 
+def test_a_rebuilt_report_is_byte_for_byte_the_first(run):
+    # the committed report of a run must be what --report rebuilds: no date or random state in any file, PDFs included
+    first = {path.name: path.read_bytes() for path in write_report(run).iterdir()}
+    second = {path.name: path.read_bytes() for path in write_report(run).iterdir()}
+    assert "pareto.pdf" in first and first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+
+
 def test_a_run_whose_every_trial_failed_gets_a_report_that_says_so(tmp_path):
     run = RunDir.create(tmp_path, "toy", {"config": {"datasets": ["toy"], "models": [{"label": "broken"}]}})
     run.write_trial({"key": "toy__broken__seed0", "dataset": "toy", "model": "broken", "model_type": "sasrec", "seed": 0,
