@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's own modules
+
+from bench.files import atomic_write  # noqa: E402
 COPIED = re.compile(r"^<!-- copied from: (?P<path>\S+) -->\n(?P<body>.*?)^<!-- end copied -->$", re.M | re.S)
 
 
@@ -58,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if new != text:
             stale.append(document.relative_to(ROOT))
             if not args.check:
-                temporary = document.with_name(f".{document.name}.tmp")
-                temporary.write_text(new, encoding="utf-8")
-                temporary.replace(document)
+                atomic_write(document, new)
     verb = "differs from its copied files" if args.check else "pasted again"
     for document in stale:
         print(f"{document}: {verb}")

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.files import atomic_write  # noqa: E402
-from bench.report.machines import machine_letters, machine_marker, machine_of, MARKERS, SPLIT_MARKER  # noqa: E402
+from bench.report.machines import SPLIT_MARKER, machine_letters, machine_marker, machine_of  # noqa: E402
 
 ACCURACY = "test_ndcg@10"
 
@@ -122,7 +122,7 @@ def pareto(frame: pd.DataFrame, steps: pd.DataFrame, out_dir: Path) -> list[Path
             # with several machines the marker tells the machine, so a model's entry shows its colour only
             by_label.setdefault(label, plt.Line2D([], [], color=colors[label], linewidth=3) if letters and label in colors else handle)
     for hardware, letter in letters.items():
-        by_label[f"machine {letter}: {hardware}"] = plt.Line2D([], [], marker=MARKERS[ord(letter) - ord("A")], color="0.35", linestyle="none")
+        by_label[f"machine {letter}: {hardware}"] = plt.Line2D([], [], marker=machine_marker(letter), color="0.35", linestyle="none")
     if letters and (machines.str.len() > 1).any():
         by_label["seeds on several machines"] = plt.Line2D([], [], marker=SPLIT_MARKER, color="0.35", linestyle="none")
     figure.legend(list(by_label.values()), list(by_label), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
