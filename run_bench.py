@@ -159,13 +159,11 @@ def command_suite(args) -> int:
     from bench.run.config import load_suite
     from bench.records.fingerprint import check_resume, extend_run, run_fingerprint
     from bench.run.latency_phase import pending_latency
-    from bench.provenance import code_version, environment
-    from bench.run.trial import pick_device
     from bench.report.tables import terminal_table, write_tables
     from bench.records.run_dir import RunDir
-    from bench.run.engine import pending_specs, prepare_splits, run_suite, trial_specs
+    from bench.run.engine import create_run, driver_provenance, pending_specs, prepare_splits, run_suite, trial_specs
     from bench.data import resolve_data_root
-    from bench.data.registry import portable_file, portable_suite_config
+    from bench.data.registry import portable_suite_config
 
     if args.no_ray and (args.tune or args.address):
         raise DrbenchError(f"--no-ray runs trials in this process; {'--tune needs Ray Tune' if args.tune else '--address names a Ray cluster'}. "
@@ -189,7 +187,6 @@ def command_suite(args) -> int:
     # Every data or protocol problem surfaces here, before a run folder is made.
     splits, described = prepare_splits(suite, data_root)
     fingerprint = run_fingerprint(suite, described, trial_specs(suite), args.tune)  # what this invocation runs
-    provenance = {**code_version(), **environment(pick_device())}  # the driver's; each record has its worker's
     if run is not None:
         check_resume(run, fingerprint)  # nothing is written before this passes
         # the suite as last run (its report settings and model order; the fingerprint check above vouches for its numbers)
@@ -202,16 +199,10 @@ def command_suite(args) -> int:
         added = extend_run(run, fingerprint)
         if added:
             print(f"adding {len(added)} trial(s) to {run.path}")
-        run.update_metadata(resumed=[*run.metadata().get("resumed", []), provenance])
+        run.update_metadata(resumed=[*run.metadata().get("resumed", []), driver_provenance()], datasets=described)
     if run is None:
-        # the suite as run, with no absolute path of this machine (dataset specs and the suite file made relative)
         whole_specs = {spec["key"]: spec for spec in [*trial_specs(whole), *trial_specs(suite)]}  # --seeds may go beyond the suite's
-        metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
-                    "config": portable_suite_config(asdict(whole), data_root), "tuned": args.tune,
-                    "trial_keys": [s["key"] for s in trial_specs(suite)],
-                    "fingerprint": run_fingerprint(suite, described, list(whole_specs.values()), args.tune), "provenance": provenance}
-        run = RunDir.create(results_root, suite.name, metadata)
-    run.update_metadata(datasets=described)
+        run = create_run(results_root, suite, whole, data_root, described, trial_specs(suite), list(whole_specs.values()), args.tune)
     print(f"suite {suite.name}: {len(suite.datasets)} dataset(s) x {len(suite.models)} model(s) x {len(suite.seeds)} seed(s) -> {run.path}")
     specs = None
     if args.tune:

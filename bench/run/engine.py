@@ -19,17 +19,18 @@ from typing import Protocol
 
 from bench.data import PreprocessConfig, dataset_family, dataset_stats, load_dataset
 from bench.data.item_text import has_item_text, item_texts
-from bench.data.registry import dataset_label, default_dedup, portable_spec
+from bench.data.registry import dataset_label, default_dedup, portable_file, portable_spec, portable_suite_config
 from bench.errors import DrbenchError
 from bench.models.base import model_entry
 from bench.protocol.splits import Split, make_split
-from bench.provenance import code_version
+from bench.provenance import code_version, environment
+from bench.records.fingerprint import run_fingerprint
 from bench.records.run_dir import RunDir
 from bench.report.tables import write_tables
 from bench.run.config import ProtocolConfig, SuiteConfig
 from bench.run.latency_phase import latency_threads, measure_pending, pending_latency
 from bench.run.progress import EPOCH_LINE_SECONDS, HEARTBEAT_SECONDS, epoch_line, heartbeat_line, progress_line
-from bench.run.trial import make_trial_spec
+from bench.run.trial import make_trial_spec, pick_device
 
 
 def trial_specs(suite: SuiteConfig) -> list[dict]:
@@ -62,6 +63,27 @@ def unfinished_specs(suite: SuiteConfig, run: RunDir, specs: list[dict] | None, 
     if not pending:
         echo(f"all {total} trials of {run.path} are already finished; nothing to run.")
     return pending, total
+
+
+def driver_provenance() -> dict:
+    """The code version and machine of the process that starts or resumes a run (each trial record has its worker's)."""
+    return {**code_version(), **environment(pick_device())}
+
+
+def create_run(results_root: Path, suite: SuiteConfig, recorded: SuiteConfig, data_root: Path, described: dict[str, dict],
+               trials: list[dict], fingerprinted: list[dict], tuned: bool) -> RunDir:
+    """A new run folder for the specs ``trials``, with the metadata that ``--resume`` checks and the report reads.
+
+    ``recorded`` is the suite kept as the run's config and ``fingerprinted`` the specs its fingerprint covers: a part
+    of a suite (--models, --seeds) records the whole, so that later parts are checked against the settings the run
+    began with. The metadata holds no absolute path of this machine (dataset specs and the suite file made relative).
+    """
+    metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
+                "config": portable_suite_config(dataclasses.asdict(recorded), data_root), "tuned": tuned,
+                "trial_keys": [spec["key"] for spec in trials],
+                "fingerprint": run_fingerprint(suite, described, fingerprinted, tuned),
+                "provenance": driver_provenance(), "datasets": described}
+    return RunDir.create(results_root, suite.name, metadata)
 
 
 def prepare_splits(suite: SuiteConfig, data_root: Path, echo=print) -> tuple[dict[str, Split], dict[str, dict]]:

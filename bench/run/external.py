@@ -20,18 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import InteractionData, load_dataset
-from bench.data.registry import portable_file, portable_suite_config
 from bench.errors import DrbenchError
 from bench.models.external import EXTERNAL, encode_lists
 from bench.protocol.export import check_destination, write_split
 from bench.protocol.ranked_lists import RankedLists, read_ranked_lists
 from bench.protocol.splits import Split
-from bench.provenance import code_version, environment
+from bench.provenance import code_version
 from bench.records.fingerprint import SHOWN, differences, run_fingerprint
 from bench.records.run_dir import RunDir
 from bench.run.config import SuiteConfig
-from bench.run.engine import prepare_splits, preprocess_config, run_suite, trial_specs
-from bench.run.trial import make_trial_spec, pick_device
+from bench.run.engine import create_run, prepare_splits, preprocess_config, run_suite, trial_specs
+from bench.run.trial import make_trial_spec
 
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # it names files and Ray trials
 
@@ -81,14 +80,9 @@ def score_lists(suite: SuiteConfig, path: Path, label: str, data_root: Path, res
     _note_seen_items(lists, split, suite.protocol.exclude_history, echo)
     # nothing is written before this point
     if run is None:
-        specs = trial_specs(suite)  # recorded too, so that a later --suite ... --resume of this run can add the harness's models
-        metadata = {"suite": suite.name, "source": portable_file(suite.source, data_root),
-                    "config": portable_suite_config(asdict(suite), data_root), "tuned": False,
-                    "trial_keys": [s["key"] for s in specs] + [spec["key"]],
-                    "fingerprint": run_fingerprint(suite, {dataset: described}, [*specs, spec], False),
-                    "provenance": {**code_version(), **environment(pick_device())}}
-        run = RunDir.create(results_root, suite.name, metadata)
-        run.update_metadata(datasets={dataset: described})
+        # the suite's trials recorded too, so that a later --suite ... --resume of this run can add the harness's models
+        specs = [*trial_specs(suite), spec]
+        run = create_run(results_root, suite, suite, data_root, {dataset: described}, specs, specs, False)
     else:
         recorded = run.metadata()
         fingerprint = recorded["fingerprint"]
